@@ -1,0 +1,109 @@
+"""Stage 04: the libFFM text files and the winners' GBDT inputs, streamed from the field files.
+
+Reads: `03_hash/` (field files, `vocabulary.npz`). Writes `04_export/`:
+- `{split}.ffm`: libFFM text, one line per row, `label field:index:1 ...` with field = field
+  position (0-based) and index = global id; test rows get the dummy label 0, as the winners did.
+- `{split}.gbdt.npy`: float32 [rows, 13 + K]: the 13 raw integers (missing = -10, as the winners)
+  and K 0/1 indicators of the categorical values present in more than
+  `export.gbdt_frequent_fraction` of training rows (the winners: > 4M of 45.8M rows).
+- `gbdt_columns.json`: the names of those columns, e.g. "I1", ..., "C9=a73ee510".
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+
+from preprocessing import field_spec, keys, schema
+from stages import config as config_lib, settings
+from stages.manifest import Stage
+from stages.paths import stage_dir
+
+CODE = ["preprocessing/export.py", "preprocessing/field_spec.py", "preprocessing/keys.py"]
+CHUNK_ROWS = 1 << 18
+GBDT_MISSING = -10.0
+
+
+def libffm_lines(fields: np.ndarray, labels: np.ndarray | None) -> pa.Table:
+    """Rows of global ids [rows, F] -> a one-column-per-token table that writes as libFFM text."""
+    label_text = pa.array(np.zeros(len(fields), np.uint8) if labels is None else labels)
+    columns = {"label": pc.cast(label_text, pa.string())}
+    for field in range(fields.shape[1]):
+        ids = pc.cast(pa.array(fields[:, field]), pa.string())
+        columns[str(field)] = pc.binary_join_element_wise(str(field), ids, "1", ":")
+    return pa.table(columns)
+
+
+def write_libffm(path: Path, split: field_spec.SplitArrays) -> None:
+    options = pa_csv.WriteOptions(include_header=False, delimiter=" ", quoting_style="none")
+    with open(path, "wb") as sink:
+        for start in range(0, len(split.fields), CHUNK_ROWS):
+            stop = start + CHUNK_ROWS
+            labels = split.labels[start:stop] if split.labels is not None else None
+            pa_csv.write_csv(libffm_lines(np.asarray(split.fields[start:stop]), labels), sink,
+                             options)
+
+
+def frequent_values(directory: Path, spec: field_spec.FieldSpec, fraction: float) -> list:
+    """[(column name, global id)] of categorical values in more than `fraction` of train rows."""
+    threshold = fraction * (spec.rows["train"])
+    columns = []
+    with np.load(directory / "vocabulary.npz") as vocabulary:
+        for index, field in enumerate(spec.fields):
+            if field.kind != "cat":
+                continue
+            codes, ids, counts = (vocabulary[f"{key}_{field.name}"]
+                                  for key in ("codes", "ids", "counts"))
+            for position in np.flatnonzero(counts > threshold):
+                name = keys.key(index, int(codes[position]), {}).replace("-", "=", 1)
+                columns.append((name, field.offset + int(ids[position]), index))
+    return columns
+
+
+def gbdt_matrix(split: field_spec.SplitArrays, indicators: list) -> np.ndarray:
+    """float32 [rows, 13 + K]: raw integers (missing = -10) and frequent-value indicators."""
+    ints = np.nan_to_num(np.asarray(split.ints), nan=GBDT_MISSING)
+    flags = [np.asarray(split.fields[:, field]) == global_id for _, global_id, field in indicators]
+    return np.column_stack([ints] + flags).astype(np.float32)
+
+
+def write_gbdt(path: Path, split: field_spec.SplitArrays, indicators: list) -> None:
+    rows = len(split.fields)
+    out = np.lib.format.open_memmap(path, "w+", np.float32,
+                                    (rows, schema.NUM_INT_FIELDS + len(indicators)))
+    for start in range(0, rows, CHUNK_ROWS):
+        part = field_spec.SplitArrays(split.fields[start:start + CHUNK_ROWS], None, None,
+                                      split.ints[start:start + CHUNK_ROWS])
+        out[start:start + CHUNK_ROWS] = gbdt_matrix(part, indicators)
+    out.flush()
+
+
+def main(argv=None) -> None:
+    args = settings.stage_parser(__doc__.splitlines()[0]).parse_args(argv)
+    config = settings.from_args(args)
+    hash_dir = stage_dir(args.tag, "03_hash")
+    stage = Stage(args.tag, "04_export", config_lib.to_dict(config.export), [hash_dir], CODE)
+    if not stage.should_run(args.force):
+        return
+    spec, splits = field_spec.open_field_files(hash_dir)
+    indicators = frequent_values(hash_dir, spec, config.export.gbdt_frequent_fraction)
+    with stage.build() as out:
+        for name, split in splits.items():
+            if config.export.libffm:
+                write_libffm(out / f"{name}.ffm", split)
+            if config.export.gbdt:
+                write_gbdt(out / f"{name}.gbdt.npy", split, indicators)
+        columns = list(schema.INT_NAMES) + [name for name, _, _ in indicators]
+        (out / "gbdt_columns.json").write_text(json.dumps(columns, indent=1) + "\n")
+        stage.record(gbdt_columns=len(columns), rows=spec.rows)
+    print(f"  libFFM text: {config.export.libffm}; GBDT inputs: {len(columns)} columns "
+          f"({len(indicators)} frequent-value indicators)")
+
+
+if __name__ == "__main__":
+    main()

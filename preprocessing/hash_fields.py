@@ -1,0 +1,185 @@
+"""Stage 03: the hashed field files, the input of every model.
+
+Reads: `00_raw/{train,test}.txt`, `01_split/split.json`, `02_count/` (training counts).
+Writes `03_hash/`: `field_spec.json`; per split `{split}.fields.npy` (int32 [rows, 39], global ids),
+`{split}.ids.npy` (int64 Kaggle Ids), `{split}.ints.npy` (float32 [rows, 13] raw integers, NaN =
+missing); `{train,valid}.labels.npy` (uint8); `vocabulary.npz` (per field, the values that got
+their own id: value codes, local ids, training counts) and `vocabulary.json` (per-field sizes, rare and collision counts).
+
+Per field, the training values (all integer keys; categorical values seen >= hash.min_count times)
+are keyed and hashed as the winners did (preprocessing/keys.py), and the distinct hashes, sorted,
+become local ids 2, 3, ...; rarer training values get the rare id 1 and values never seen in
+training the OOV id 0. Global id = field offset + local id.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from preprocessing import count, field_spec, keys, parse, schema
+from preprocessing.hashtable import CodeTable
+from preprocessing.split import load_split
+from stages import config as config_lib, settings
+from stages.manifest import Stage
+from stages.paths import stage_dir
+
+CODE = ["preprocessing/hash_fields.py", "preprocessing/keys.py", "preprocessing/parse.py",
+        "preprocessing/hashtable.py", "preprocessing/field_spec.py"]
+
+
+def field_vocabulary(field: int, codes, counts, min_count: int, mode: str, md5_bins: int,
+                     texts: dict) -> dict:
+    """Local ids of one field's training values: {"codes", "ids", "counts", "size", ...}."""
+    threshold = min_count if field >= schema.NUM_INT_FIELDS else 1
+    frequent = counts >= threshold
+    hashes = keys.hash_codes(field, codes[frequent], mode, md5_bins, texts)
+    distinct = np.unique(hashes)
+    ids = np.full(len(codes), field_spec.RARE_ID, dtype=np.int64)
+    ids[frequent] = field_spec.FIRST_VALUE_ID + np.searchsorted(distinct, hashes)
+    return {"codes": codes, "ids": ids, "counts": counts,
+            "size": field_spec.FIRST_VALUE_ID + len(distinct),
+            "values": int(frequent.sum()), "rare_values": int((~frequent).sum()),
+            "collisions": int(frequent.sum() - len(distinct))}
+
+
+def build_vocabularies(counts: dict, texts: dict, hash_config) -> list[dict]:
+    return [field_vocabulary(field, *counts[name], hash_config.min_count, hash_config.mode,
+                             hash_config.md5_bins, texts)
+            for field, name in enumerate(schema.FIELD_NAMES)]
+
+
+class SplitWriter:
+    """Preallocated .npy memmaps of one split, filled chunk by chunk."""
+
+    def __init__(self, out: Path, split: str, rows: int, labelled: bool):
+        paths = field_spec.split_paths(out, split)
+        self.paths = paths
+        self.arrays = {
+            "fields": np.lib.format.open_memmap(paths["fields"], "w+", np.int32,
+                                                (rows, schema.NUM_FIELDS)),
+            "ids": np.lib.format.open_memmap(paths["ids"], "w+", np.int64, (rows,)),
+            "ints": np.lib.format.open_memmap(paths["ints"], "w+", np.float32,
+                                              (rows, schema.NUM_INT_FIELDS))}
+        if labelled:
+            self.arrays["labels"] = np.lib.format.open_memmap(paths["labels"], "w+", np.uint8,
+                                                              (rows,))
+        self.rows = 0
+
+    def write(self, fields, ids, ints, labels) -> None:
+        end = self.rows + len(fields)
+        self.arrays["fields"][self.rows:end] = fields
+        self.arrays["ids"][self.rows:end] = ids
+        self.arrays["ints"][self.rows:end] = ints
+        if labels is not None:
+            self.arrays["labels"][self.rows:end] = labels
+        self.rows = end
+
+    def close(self) -> int:
+        """Flushes; shrinks the files if skipped bad rows left them short. Returns rows."""
+        for name, array in self.arrays.items():
+            array.flush()
+            if self.rows < len(array):
+                kept = np.array(array[:self.rows])
+                del array
+                np.save(self.paths[name], kept)
+        self.arrays.clear()
+        return self.rows
+
+
+def map_chunk(tables: list[CodeTable], offsets: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Value codes [rows, 39] -> global ids int32 [rows, 39]."""
+    fields = np.empty(codes.shape, dtype=np.int32)
+    for field, table in enumerate(tables):
+        fields[:, field] = table.lookup(codes[:, field], field_spec.OOV_ID) + offsets[field]
+    return fields
+
+
+def hash_file(path: Path, splits: dict, writers: dict, tables, offsets, labelled: bool,
+              on_bad_row: str, id_start: int, report: parse.ParseReport) -> dict:
+    """Streams one raw file into the writers of the splits it holds; returns positives per split."""
+    positives = {split: 0 for split in splits}
+    total = max(end for _, end in splits.values())
+    progress = tqdm(total=total, unit="row", unit_scale=True, desc=f"hash {path.name}",
+                    mininterval=2, disable=None)
+    for chunk in parse.iter_chunks(path, labelled, on_bad_row, report=report, stop_row=total):
+        fields = map_chunk(tables, offsets, chunk.codes)
+        rows = np.arange(chunk.first_row, chunk.first_row + chunk.rows)
+        for split, (start, end) in splits.items():
+            mask = slice(max(start - chunk.first_row, 0), max(end - chunk.first_row, 0))
+            labels = chunk.labels[mask] if labelled else None
+            writers[split].write(fields[mask], id_start + rows[mask], chunk.ints[mask], labels)
+            if labelled:
+                positives[split] += int(labels.sum())
+        progress.update(chunk.rows)
+    progress.close()
+    return positives
+
+
+def build(tag: str, config: settings.PipelineConfig, out: Path) -> field_spec.FieldSpec:
+    counts, texts = count.load_counts(tag)
+    vocabularies = build_vocabularies(counts, texts, config.hash)
+    del counts
+    sizes = [vocabulary["size"] for vocabulary in vocabularies]
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    tables = [CodeTable.from_items(v["codes"], v["ids"]) for v in vocabularies]
+    ranges = {split: tuple(value["rows"]) for split, value in load_split(tag).items()}
+    raw_dir = stage_dir(tag, "00_raw")
+    writers = {split: SplitWriter(out, split, end - start, split != "test")
+               for split, (start, end) in ranges.items()}
+    report = parse.ParseReport()
+    on_bad_row = config.raw.on_bad_row
+    positives = hash_file(raw_dir / "train.txt", {s: ranges[s] for s in ("train", "valid")},
+                          writers, tables, offsets, True, on_bad_row, schema.TRAIN_ID_START, report)
+    hash_file(raw_dir / "test.txt", {"test": ranges["test"]}, writers, tables, offsets, False,
+              on_bad_row, schema.TEST_ID_START, report)
+    rows = {split: writer.close() for split, writer in writers.items()}
+    write_vocabulary(out, vocabularies)
+    spec = field_spec.FieldSpec(
+        fields=tuple(field_spec.Field(name, "int" if index < schema.NUM_INT_FIELDS else "cat",
+                                      sizes[index], int(offsets[index]))
+                     for index, name in enumerate(schema.FIELD_NAMES)),
+        rows=rows, hashing={"mode": config.hash.mode, "md5_bins": config.hash.md5_bins},
+        min_count={"int": 1, "cat": config.hash.min_count},
+        label_rate={split: positives[split] / max(rows[split], 1) for split in positives},
+        test_id_start=schema.TEST_ID_START,
+        extra={"source": json.loads((raw_dir / "raw.json").read_text())["source"],
+               "valid_fraction": config.split.valid_fraction,
+               "padded_rows": report.padded_rows, "skipped_rows": report.skipped_rows})
+    spec.write(out)
+    return spec
+
+
+def write_vocabulary(out: Path, vocabularies: list[dict]) -> None:
+    arrays = {}
+    for name, vocabulary in zip(schema.FIELD_NAMES, vocabularies):
+        frequent = vocabulary["ids"] >= field_spec.FIRST_VALUE_ID
+        for key in ("codes", "ids", "counts"):
+            arrays[f"{key}_{name}"] = vocabulary[key][frequent]
+    np.savez(out / "vocabulary.npz", **arrays)
+    summary = {name: {key: vocabulary[key] for key in ("size", "values", "rare_values",
+                                                       "collisions")}
+               for name, vocabulary in zip(schema.FIELD_NAMES, vocabularies)}
+    (out / "vocabulary.json").write_text(json.dumps(summary, indent=1) + "\n")
+
+
+def main(argv=None) -> None:
+    args = settings.stage_parser(__doc__.splitlines()[0]).parse_args(argv)
+    config = settings.from_args(args)
+    inputs = [stage_dir(args.tag, name) for name in ("00_raw", "01_split", "02_count")]
+    stage_config = {"hash": config_lib.to_dict(config.hash), "on_bad_row": config.raw.on_bad_row}
+    stage = Stage(args.tag, "03_hash", stage_config, inputs, CODE)
+    if not stage.should_run(args.force):
+        return
+    with stage.build() as out:
+        spec = build(args.tag, config, out)
+        stage.record(rows=spec.rows, total_vocabulary_size=spec.total_vocabulary_size)
+    print(f"  {spec.num_fields} fields, {spec.total_vocabulary_size:,} ids, rows "
+          + ", ".join(f"{split} {rows:,}" for split, rows in spec.rows.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""The winners' feature keys and the two hashing modes.
+
+Keys (3 Idiots, pre-b/common.py): integer field I_j -> "I{j}-" + ("" if missing, "SP{v}" if
+v <= 2, else str(floor((ln v)^2))); categorical field C_j -> "C{j}-{value}" (empty value included),
+or "C{j}less" when the value's training count is below the threshold.
+
+Hash modes: "md5", the winners' exact scheme (int(md5(key), 16) mod (bins - 1) + 1, one shared
+space for all fields, so collisions merge values as they did for the winners); "xxh64", the fast
+default (64-bit xxHash of the key: collisions practically never happen). Only the vocabulary is
+hashed (once per distinct training key), then every field is re-indexed to contiguous ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import numpy as np
+import xxhash
+
+from preprocessing import parse, schema
+
+
+def int_code(value: int | None) -> int:
+    """The parser's code of one integer value (None = missing), for tests and references."""
+    if value is None:
+        return parse.INT_MISSING
+    if value <= 2:
+        return value
+    return parse.LOG_BASE + int(math.log(float(value)) ** 2)
+
+
+def key(field: int, code: int, fallback_text: dict | None = None) -> str:
+    """The winners' key string of value `code` of field index `field` (0..38)."""
+    name = schema.FIELD_NAMES[field]
+    if field < schema.NUM_INT_FIELDS:
+        if code == parse.INT_MISSING:
+            return f"{name}-"
+        if code <= 2:
+            return f"{name}-SP{code}"
+        return f"{name}-{code - parse.LOG_BASE}"
+    if code == parse.CAT_MISSING:
+        return f"{name}-"
+    if code & parse.FALLBACK_BIT:
+        return f"{name}-{fallback_text[code]}"
+    return f"{name}-{code:08x}"
+
+
+def rare_key(field: int) -> str:
+    return f"{schema.FIELD_NAMES[field]}less"
+
+
+def hash_key(text: str, mode: str, md5_bins: int = 1_000_000) -> int:
+    if mode == "md5":
+        return int(hashlib.md5(text.encode("utf-8")).hexdigest(), 16) % (md5_bins - 1) + 1
+    if mode == "xxh64":
+        return xxhash.xxh64_intdigest(text.encode("utf-8"))
+    raise ValueError(f"unknown hash mode {mode!r}; use 'xxh64' or 'md5'")
+
+
+def hash_codes(field: int, codes: np.ndarray, mode: str, md5_bins: int,
+               fallback_text: dict) -> np.ndarray:
+    """Hashes of the keys of `codes` (one field), as uint64."""
+    return np.fromiter((hash_key(key(field, int(code), fallback_text), mode, md5_bins)
+                        for code in codes), dtype=np.uint64, count=len(codes))

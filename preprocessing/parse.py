@@ -1,0 +1,301 @@
+"""Streaming parser of raw Criteo TSV into integer value codes (numba, both cores, bounded memory).
+
+Each row becomes 39 int64 *codes*, one per field, from which keys, counts and ids are derived:
+
+- integer field I_j: the winners' key as a number: missing -> INT_MISSING; v <= 2 -> v (the "SP"
+  keys, negatives included); v > 2 -> LOG_BASE + floor((ln v)^2).
+- categorical field C_j: 8 lowercase hex chars -> their value (0 .. 2^32-1); empty -> CAT_MISSING;
+  anything else -> FALLBACK_BIT | 61-bit FNV-1a hash of the bytes (the text is kept aside, so
+  keys can be rebuilt).
+
+Rows with fewer fields than expected (trailing empty fields trimmed, as in some real copies) are
+padded with missing values and counted. Rows with too many fields, a non-integer in an integer
+field, a label other than 0/1 or an empty line are errors naming file and line, or counted skips
+when `on_bad_row="skip"`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numba
+import numpy as np
+
+from preprocessing import schema
+
+INT_MISSING = -(1 << 62)
+LOG_BASE = 1 << 40
+CAT_MISSING = 1 << 32
+FALLBACK_BIT = 1 << 61
+_FNV_MASK = (1 << 61) - 1
+
+# Row status codes written by the parser.
+OK, PADDED, TOO_MANY_FIELDS, BAD_INTEGER, BAD_LABEL, EMPTY_LINE = 0, 1, -1, -2, -3, -4
+_MESSAGES = {TOO_MANY_FIELDS: "too many fields", BAD_INTEGER: "not an integer",
+             BAD_LABEL: "label is not 0 or 1", EMPTY_LINE: "empty line"}
+
+BLOCK_BYTES = 32 << 20
+
+
+_HEX = np.full(256, 255, dtype=np.uint8)
+for _index, _byte in enumerate(b"0123456789abcdef"):
+    _HEX[_byte] = _index
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _parse_int(data, position, end, codes, ints, row, field):
+    """Parses I_j at `position`; returns (position after it, ok)."""
+    begin = position
+    negative = position < end and data[position] == 45
+    if negative:
+        position += 1
+    value = np.int64(0)
+    while position < end and data[position] != 9:
+        byte = data[position]
+        if byte < 48 or byte > 57 or position - begin >= 18:
+            return position, False
+        value = value * 10 + (byte - 48)
+        position += 1
+    if position == begin:
+        codes[row, field] = INT_MISSING
+        return position, True
+    if negative:
+        if position == begin + 1:
+            return position, False
+        value = -value
+    ints[row, field] = value
+    codes[row, field] = value if value <= 2 else LOG_BASE + np.int64(np.log(float(value)) ** 2)
+    return position, True
+
+
+@numba.njit(cache=True, nogil=True)
+def _parse_cat(data, position, end, codes, row, field, hex_table):
+    """Parses C_j at `position`; returns (position after it, whether it took the fallback code)."""
+    begin = position
+    value = np.int64(0)
+    is_hex = True
+    digest = np.uint64(14695981039346656037)  # FNV-1a 64
+    while position < end and data[position] != 9:
+        byte = data[position]
+        nibble = hex_table[byte]
+        is_hex = is_hex and nibble < 16
+        value = value * 16 + nibble
+        digest = (digest ^ np.uint64(byte)) * np.uint64(1099511628211)
+        position += 1
+    length = position - begin
+    if length == 0:
+        codes[row, field] = CAT_MISSING
+    elif is_hex and length == 8:
+        codes[row, field] = value
+    else:
+        codes[row, field] = np.int64(digest & np.uint64(_FNV_MASK)) | FALLBACK_BIT
+        return position, True
+    return position, False
+
+
+@numba.njit(cache=True, nogil=True)
+def _parse_line(data, start, end, has_label, codes, ints, labels, row, hex_table):
+    """Parses one line (without its newline) into row `row`; returns (status, column, fallback)."""
+    if end > start and data[end - 1] == 13:  # CRLF
+        end -= 1
+    if end == start:
+        return EMPTY_LINE, 0, False
+    num_columns = 40 if has_label else 39
+    column, position, fallback = 0, start, False
+    while True:
+        field = column - 1 if has_label else column
+        if has_label and column == 0:
+            if data[position] != 48 and data[position] != 49 or \
+                    (position + 1 < end and data[position + 1] != 9):
+                return BAD_LABEL, column, fallback
+            labels[row] = data[position] - 48
+            position += 1
+        elif field < 13:
+            position, ok = _parse_int(data, position, end, codes, ints, row, field)
+            if not ok:
+                return BAD_INTEGER, column, fallback
+        else:
+            position, is_fallback = _parse_cat(data, position, end, codes, row, field, hex_table)
+            fallback = fallback or is_fallback
+        column += 1
+        if position >= end:
+            break
+        position += 1  # the tab
+        if column == num_columns:
+            return TOO_MANY_FIELDS, column, fallback
+    if column < num_columns:
+        for field in range(column - 1 if has_label else column, 39):
+            codes[row, field] = INT_MISSING if field < 13 else CAT_MISSING
+        return PADDED, column, fallback
+    return OK, 0, fallback
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _parse_block(data, line_ends, has_label, codes, ints, labels, status, columns, fallback,
+                 hex_table):
+    for line in numba.prange(len(line_ends)):
+        start = 0 if line == 0 else line_ends[line - 1] + 1
+        status[line], columns[line], fallback[line] = _parse_line(
+            data, start, line_ends[line], has_label, codes, ints, labels, line, hex_table)
+
+
+@dataclasses.dataclass
+class Chunk:
+    """Parsed rows [first_row, first_row + rows) of one file (0-based data rows)."""
+    first_row: int
+    codes: np.ndarray  # int64 [rows, 39]
+    ints: np.ndarray  # float32 [rows, 13], NaN = missing
+    labels: np.ndarray | None  # uint8 [rows]
+    fallback_text: dict  # code -> original categorical text, for non-hex values only
+
+    @property
+    def rows(self) -> int:
+        return len(self.codes)
+
+
+@dataclasses.dataclass
+class ParseReport:
+    rows: int = 0
+    padded_rows: int = 0
+    skipped_rows: int = 0
+    first_problems: list = dataclasses.field(default_factory=list)
+
+    def add_problem(self, text: str) -> None:
+        if len(self.first_problems) < 10:
+            self.first_problems.append(text)
+
+
+class BadRowError(ValueError):
+    pass
+
+
+def iter_chunks(path: Path, has_label: bool, on_bad_row: str = "error",
+                block_bytes: int = BLOCK_BYTES, report: ParseReport | None = None,
+                start_row: int = 0, stop_row: int | None = None):
+    """Yields Chunks of parsed rows of `path` from data row `start_row` to `stop_row` (exclusive).
+
+    Row numbers count kept rows (skipped bad rows do not count); line numbers in messages are the
+    file's physical 1-based lines.
+    """
+    report = report if report is not None else ParseReport()
+    row = 0
+    line_number = 0
+    for block in _iter_blocks(path, block_bytes):
+        data = np.frombuffer(block, dtype=np.uint8)
+        line_ends = np.flatnonzero(data == 10)
+        chunk = _parse(data, line_ends, has_label, path, line_number, on_bad_row, report)
+        line_number += len(line_ends)
+        begin, end = row, row + chunk.rows
+        row = end
+        if end <= start_row:
+            continue
+        if begin < start_row or (stop_row is not None and end > stop_row):
+            chunk = _slice(chunk, max(start_row - begin, 0), (stop_row or end) - begin)
+        chunk.first_row = max(begin, start_row)
+        if chunk.rows:
+            yield chunk
+        if stop_row is not None and end >= stop_row:
+            return
+
+
+def _iter_blocks(path: Path, block_bytes: int):
+    """Blocks of whole lines; the last line is given a newline if the file lacks one."""
+    remainder = b""
+    with open(path, "rb") as handle:
+        while True:
+            block = handle.read(block_bytes)
+            if not block:
+                break
+            block = remainder + block
+            cut = block.rfind(b"\n") + 1
+            if cut == 0:
+                remainder = block
+                continue
+            remainder = block[cut:]
+            yield block[:cut]
+    if remainder:
+        yield remainder + b"\n"
+
+
+def _parse(data, line_ends, has_label, path, first_line, on_bad_row, report) -> Chunk:
+    rows = len(line_ends)
+    codes = np.empty((rows, schema.NUM_FIELDS), dtype=np.int64)
+    ints = np.full((rows, schema.NUM_INT_FIELDS), np.nan, dtype=np.float32)
+    labels = np.zeros(rows, dtype=np.uint8)
+    status = np.empty(rows, dtype=np.int32)
+    columns = np.empty(rows, dtype=np.int32)
+    fallback = np.empty(rows, dtype=np.bool_)
+    _parse_block(data, line_ends, has_label, codes, ints, labels, status, columns, fallback, _HEX)
+    keep = _check_status(status, columns, has_label, path, first_line, on_bad_row, report)
+    texts = _fallback_texts(data, line_ends, codes, np.flatnonzero(fallback), has_label)
+    if keep is not None:
+        codes, ints, labels = codes[keep], ints[keep], labels[keep]
+    report.rows += len(codes)
+    return Chunk(0, codes, ints, labels if has_label else None, texts)
+
+
+def _check_status(status, columns, has_label, path, first_line, on_bad_row, report):
+    """Counts padded rows; raises on bad rows, or returns the mask of rows to keep."""
+    padded = np.flatnonzero(status == PADDED)
+    if len(padded):
+        report.padded_rows += len(padded)
+        line = first_line + padded[0] + 1
+        report.add_problem(f"{path}:{line}: {columns[padded[0]]} fields, padded with empty ones")
+    bad = np.flatnonzero(status < 0)
+    if not len(bad):
+        return None
+    expected = 40 if has_label else 39
+    for index in bad[:10 - len(report.first_problems)]:
+        report.add_problem(_describe(path, first_line + index + 1, status[index],
+                                     columns[index], expected, has_label))
+    if on_bad_row != "skip":
+        index = bad[0]
+        raise BadRowError(_describe(path, first_line + index + 1, status[index], columns[index],
+                                    expected, has_label)
+                          + " (set raw.on_bad_row=skip to skip and count such rows)")
+    report.skipped_rows += len(bad)
+    return status >= 0
+
+
+def _describe(path, line, status, column, expected, has_label) -> str:
+    names = ((schema.LABEL_NAME,) if has_label else ()) + schema.FIELD_NAMES
+    if status == TOO_MANY_FIELDS:
+        hint = " (a test file with labels? a train file has 40 columns, test 39)" \
+            if not has_label else ""
+        return f"{path}:{line}: more than {expected} tab-separated fields{hint}"
+    if status == EMPTY_LINE:
+        return f"{path}:{line}: empty line"
+    where = names[column] if column < len(names) else f"column {column + 1}"
+    hint = " (a train file without labels?)" if status == BAD_LABEL else ""
+    return f"{path}:{line}: field {where}: {_MESSAGES[status]}{hint}"
+
+
+def _fallback_texts(data, line_ends, codes, rows, has_label) -> dict:
+    """code -> text for the (rare) categorical values that are not 8 lowercase hex chars."""
+    texts = {}
+    skip = 1 + schema.NUM_INT_FIELDS if has_label else schema.NUM_INT_FIELDS
+    for row in rows:
+        start = 0 if row == 0 else line_ends[row - 1] + 1
+        line = bytes(data[start:line_ends[row]]).rstrip(b"\r").split(b"\t")
+        for field, raw in enumerate(line[skip:skip + schema.NUM_CAT_FIELDS]):
+            code = int(codes[row, schema.NUM_INT_FIELDS + field])
+            if code & FALLBACK_BIT and code != CAT_MISSING:
+                texts[code] = raw.decode("utf-8", errors="replace")
+    return texts
+
+
+def _slice(chunk: Chunk, begin: int, end: int) -> Chunk:
+    labels = chunk.labels[begin:end] if chunk.labels is not None else None
+    return Chunk(chunk.first_row, chunk.codes[begin:end], chunk.ints[begin:end], labels,
+                 chunk.fallback_text)
+
+
+def count_lines(path: Path, block_bytes: int = 16 << 20) -> int:
+    """Number of rows: newline count, plus one for a last line without a newline."""
+    lines, last = 0, b"\n"
+    with open(path, "rb") as handle:
+        while block := handle.read(block_bytes):
+            lines += block.count(b"\n")
+            last = block[-1:]
+    return lines + (last != b"\n")

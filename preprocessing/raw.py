@@ -1,0 +1,198 @@
+"""Stage 00: find, unpack and check the raw input, or generate the synthetic dataset.
+
+Reads: `raw.data_dir` (else `data/raw/`) holding train.txt and test.txt as Criteo ships them, their
+.gz, dac.tar.gz, or Kaggle's train.csv/test.csv; with none of these, nothing (synthetic data).
+Writes: `artifacts/<tag>/00_raw/` with train.txt and test.txt in raw TSV form (links to plain
+input files, unpacked or converted copies otherwise), `raw.json` (source, rows, md5 check) and,
+for synthetic data, the generator's truth files.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import sys
+import tarfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+
+from preprocessing import parse, schema
+from stages import config as config_lib, settings
+from stages.manifest import Stage, file_md5
+from stages.paths import REPO_ROOT
+
+DEFAULT_DATA_DIR = REPO_ROOT / "data" / "raw"
+NAMES = {"train": ("train.txt", "train.txt.gz", "train.csv", "train.csv.gz"),
+         "test": ("test.txt", "test.txt.gz", "test.csv", "test.csv.gz")}
+ARCHIVE = "dac.tar.gz"
+CODE = ["preprocessing/raw.py", "preprocessing/parse.py", "preprocessing/synthetic.py",
+        "preprocessing/schema.py"]
+
+
+def find_inputs(directory: Path) -> dict[str, Path] | None:
+    """{"train": path, "test": path} found in `directory`, or None if it holds no Criteo input."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return None
+    found = {}
+    for split, names in NAMES.items():
+        for name in names:
+            if (directory / name).exists():
+                found[split] = directory / name
+                break
+        else:
+            if (directory / ARCHIVE).exists():
+                found[split] = directory / ARCHIVE
+    if not found:
+        return None
+    missing = sorted(set(NAMES) - set(found))
+    if missing:
+        raise FileNotFoundError(f"{directory}: found {found[next(iter(found))].name} but no "
+                                f"{missing[0]} file (expected one of {', '.join(NAMES[missing[0]])}"
+                                f" or {ARCHIVE})")
+    return found
+
+
+def source_identity(inputs: dict[str, Path]) -> dict:
+    """What makes stage 00 stale: the input files' paths, sizes and modification times."""
+    return {split: {"path": str(path.resolve()), "bytes": path.stat().st_size,
+                    "mtime": int(path.stat().st_mtime)} for split, path in inputs.items()}
+
+
+def unpack(split: str, source: Path, out: Path) -> None:
+    """Puts `split`.txt (raw TSV) at `out`, linking plain text and converting everything else."""
+    name = source.name
+    if name.endswith(".txt"):
+        os.symlink(source.resolve(), out)
+    elif name == ARCHIVE:
+        _extract_from_tar(source, f"{split}.txt", out)
+    elif name.endswith(".txt.gz"):
+        with gzip.open(source, "rb") as reader, open(out, "wb") as writer:
+            shutil.copyfileobj(reader, writer, 1 << 24)
+    else:
+        convert_kaggle_csv(source, split, out)
+
+
+def _extract_from_tar(archive: Path, member_name: str, out: Path) -> None:
+    with tarfile.open(archive, "r|gz") as tar:
+        for member in tar:
+            if Path(member.name).name == member_name and member.isfile():
+                with tar.extractfile(member) as reader, open(out, "wb") as writer:
+                    shutil.copyfileobj(reader, writer, 1 << 24)
+                return
+    raise FileNotFoundError(f"{archive}: no member named {member_name}")
+
+
+def convert_kaggle_csv(source: Path, split: str, out: Path) -> None:
+    """Kaggle CSV (Id,[Label,]I1..C26, header) -> raw TSV, checking header and contiguous Ids."""
+    expected = schema.CSV_TRAIN_HEADER if split == "train" else schema.CSV_TEST_HEADER
+    first_id = schema.TRAIN_ID_START if split == "train" else schema.TEST_ID_START
+    opener = gzip.open if source.name.endswith(".gz") else open
+    with opener(source, "rt") as handle:
+        header = tuple(handle.readline().strip().split(","))
+    if header != expected:
+        raise ValueError(f"{source}:1: header {','.join(header)[:120]!r} does not match the "
+                         f"Kaggle {split} header {','.join(expected)[:120]!r}...")
+    read_options = pa_csv.ReadOptions(block_size=1 << 24)
+    convert = pa_csv.ConvertOptions(column_types={name: pa.string() for name in expected},
+                                    strings_can_be_null=False)
+    reader = pa_csv.open_csv(source, read_options=read_options, convert_options=convert)
+    write_options = pa_csv.WriteOptions(include_header=False, delimiter="\t", quoting_style="none")
+    row = 0
+    with open(out, "wb") as sink:
+        for batch in reader:
+            ids = batch.column("Id").to_pylist()
+            for offset, value in enumerate(ids):
+                if value != str(first_id + row + offset):
+                    raise ValueError(f"{source}:{row + offset + 2}: Id {value}, expected "
+                                     f"{first_id + row + offset} (rows must be complete and in order)")
+            row += len(ids)
+            table = pa.Table.from_batches([batch]).drop_columns(["Id"])
+            pa_csv.write_csv(table, sink, write_options)
+
+
+def check_columns(path: Path, split: str) -> None:
+    """The first line must have 40 columns in train (label first) and 39 in test."""
+    with open(path, "rb") as handle:
+        first = handle.readline().rstrip(b"\r\n")
+    if not first:
+        raise ValueError(f"{path}: empty file")
+    columns = first.count(b"\t") + 1
+    expected = 40 if split == "train" else 39
+    if split == "test" and columns == 40:
+        raise ValueError(f"{path}:1: 40 columns; a test file has 39 (no label). Is it a train file?")
+    if split == "train" and columns == 39 and first.split(b"\t")[0] not in (b"0", b"1"):
+        raise ValueError(f"{path}:1: 39 columns and no 0/1 label; a train file has 40 "
+                         f"(label first). Is it a test file?")
+    if columns > expected:
+        raise ValueError(f"{path}:1: {columns} tab-separated columns, expected {expected}")
+
+
+def check_full_size(paths: dict[str, Path], rows: dict[str, int], verify_md5: bool) -> dict:
+    """md5 prefix check for files that have exactly the full Kaggle row counts."""
+    results = {}
+    full = {"train": (schema.FULL_TRAIN_ROWS, schema.FULL_TRAIN_MD5_PREFIX),
+            "test": (schema.FULL_TEST_ROWS, schema.FULL_TEST_MD5_PREFIX)}
+    for split, (full_rows, prefix) in full.items():
+        if rows[split] != full_rows or not verify_md5:
+            continue
+        md5 = file_md5(paths[split])
+        results[split] = {"md5": md5, "matches_official": md5.startswith(prefix)}
+        if not md5.startswith(prefix):
+            print(f"warning: {paths[split]} has the full row count but md5 {md5} does not start "
+                  f"with the official {prefix}", file=sys.stderr)
+    return results
+
+
+def build_real(inputs: dict[str, Path], config: settings.PipelineConfig, out: Path) -> dict:
+    paths, rows = {}, {}
+    for split, source in inputs.items():
+        paths[split] = out / f"{split}.txt"
+        unpack(split, source, paths[split])
+        check_columns(paths[split], split)
+        rows[split] = parse.count_lines(paths[split])
+        print(f"  {split}: {source} -> {rows[split]:,} rows")
+    md5 = check_full_size(paths, rows, config.raw.verify_md5)
+    return {"source": "real", "inputs": {k: str(v) for k, v in inputs.items()}, "rows": rows,
+            "md5": md5, "full_size": rows == {"train": schema.FULL_TRAIN_ROWS,
+                                             "test": schema.FULL_TEST_ROWS}}
+
+
+def build_synthetic(config: settings.PipelineConfig, out: Path) -> dict:
+    from preprocessing import synthetic
+    synthetic_config = config.synthetic
+    truth = synthetic.generate(out, synthetic_config.train_rows, synthetic_config.test_rows,
+                               seed=synthetic_config.seed)
+    rows = {split: parse.count_lines(out / f"{split}.txt") for split in ("train", "test")}
+    return {"source": "synthetic", "rows": rows, "truth": truth}
+
+
+def main(argv=None) -> None:
+    parser = settings.stage_parser(__doc__.splitlines()[0])
+    args = parser.parse_args(argv)
+    config = settings.from_args(args)
+    data_dir = Path(config.raw.data_dir) if config.raw.data_dir else DEFAULT_DATA_DIR
+    inputs = find_inputs(data_dir)
+    if inputs is None and config.raw.data_dir:
+        raise FileNotFoundError(f"{data_dir}: no train.txt/test.txt (.gz), {ARCHIVE} or Kaggle "
+                                f"train.csv/test.csv")
+    stage_config = {"raw": config_lib.to_dict(config.raw)}
+    if inputs is None:
+        stage_config["synthetic"] = config_lib.to_dict(config.synthetic)
+    else:
+        stage_config["source"] = source_identity(inputs)
+    stage = Stage(args.tag, "00_raw", stage_config, inputs=[], code=CODE)
+    if not stage.should_run(args.force):
+        return
+    with stage.build() as out:
+        info = build_real(inputs, config, out) if inputs else build_synthetic(config, out)
+        (out / "raw.json").write_text(json.dumps(info, indent=1) + "\n")
+        stage.record(rows=info["rows"], source=info["source"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The numbered pipeline stages: shared config, manifests and atomic publishing."""
