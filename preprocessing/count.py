@@ -17,7 +17,7 @@ from tqdm import tqdm
 from preprocessing import parse, schema
 from preprocessing.hashtable import CodeTable
 from preprocessing.split import load_split
-from stages import config as config_lib, settings
+from stages import settings
 from stages.manifest import Stage
 from stages.paths import stage_dir
 
@@ -70,16 +70,21 @@ def load_counts(tag: str) -> tuple[dict, dict]:
     return counts, {int(code): text for code, text in texts.items()}
 
 
+def make_stage(tag: str, config: settings.PipelineConfig) -> Stage:
+    inputs = [stage_dir(tag, "00_raw"), stage_dir(tag, "01_split")]
+    return Stage(tag, "02_count", {"on_bad_row": config.raw.on_bad_row}, inputs, CODE)
+
+
 def main(argv=None) -> None:
     args = settings.stage_parser(__doc__.splitlines()[0]).parse_args(argv)
     config = settings.from_args(args)
-    inputs = [stage_dir(args.tag, "00_raw"), stage_dir(args.tag, "01_split")]
-    stage = Stage(args.tag, "02_count", {"on_bad_row": config.raw.on_bad_row}, inputs, CODE)
+    stage = make_stage(args.tag, config)
     if not stage.should_run(args.force):
         return
     start, stop = load_split(args.tag)["train"]["rows"]
-    tables, rows, positives, report, texts = count_values(inputs[0] / "train.txt", start, stop,
-                                                    config.raw.on_bad_row)
+    train_file = stage_dir(args.tag, "00_raw") / "train.txt"
+    tables, rows, positives, report, texts = count_values(train_file, start, stop,
+                                                          config.raw.on_bad_row)
     with stage.build() as out:
         distinct = write_counts(out, tables, texts)
         summary = {"rows": rows, "click_rate": positives / max(rows, 1),

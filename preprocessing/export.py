@@ -20,7 +20,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from preprocessing import field_spec, keys, schema
-from stages import config as config_lib, settings
+from stages import config as config_lib
+from stages import settings
 from stages.manifest import Stage
 from stages.paths import stage_dir
 
@@ -83,13 +84,18 @@ def write_gbdt(path: Path, split: field_spec.SplitArrays, indicators: list) -> N
     out.flush()
 
 
+def make_stage(tag: str, config: settings.PipelineConfig) -> Stage:
+    return Stage(tag, "04_export", config_lib.to_dict(config.export),
+                 [stage_dir(tag, "03_hash")], CODE)
+
+
 def main(argv=None) -> None:
     args = settings.stage_parser(__doc__.splitlines()[0]).parse_args(argv)
     config = settings.from_args(args)
-    hash_dir = stage_dir(args.tag, "03_hash")
-    stage = Stage(args.tag, "04_export", config_lib.to_dict(config.export), [hash_dir], CODE)
+    stage = make_stage(args.tag, config)
     if not stage.should_run(args.force):
         return
+    hash_dir = stage_dir(args.tag, "03_hash")
     spec, splits = field_spec.open_field_files(hash_dir)
     indicators = frequent_values(hash_dir, spec, config.export.gbdt_frequent_fraction)
     with stage.build() as out:

@@ -74,7 +74,7 @@ class FieldSpec:
         (Path(directory) / SPEC_FILE).write_text(text + "\n")
 
     @classmethod
-    def from_json(cls, data: dict, source: str = SPEC_FILE) -> "FieldSpec":
+    def from_json(cls, data: dict, source: str = SPEC_FILE) -> FieldSpec:
         if data.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{source}: format_version {data.get('format_version')!r}, "
                              f"this code reads {FORMAT_VERSION}")
@@ -89,7 +89,7 @@ class FieldSpec:
         return spec
 
     @classmethod
-    def load(cls, directory: Path) -> "FieldSpec":
+    def load(cls, directory: Path) -> FieldSpec:
         path = Path(directory) / SPEC_FILE
         if not path.exists():
             raise FileNotFoundError(f"{path}: missing; run stage 03 (./run.sh --only 03)")
@@ -111,7 +111,7 @@ class FieldSpec:
         if len(set(self.field_names)) != self.num_fields:
             raise ValueError(f"{source}: duplicate field names")
 
-    def with_fields(self, new_fields: list[tuple[str, str, int]], **extra) -> "FieldSpec":
+    def with_fields(self, new_fields: list[tuple[str, str, int]], **extra) -> FieldSpec:
         """A spec with fields (name, kind, vocabulary_size) appended after the existing ones."""
         fields = list(self.fields)
         offset = self.total_vocabulary_size

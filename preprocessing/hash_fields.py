@@ -23,7 +23,8 @@ from tqdm import tqdm
 from preprocessing import count, field_spec, keys, parse, schema
 from preprocessing.hashtable import CodeTable
 from preprocessing.split import load_split
-from stages import config as config_lib, settings
+from stages import config as config_lib
+from stages import settings
 from stages.manifest import Stage
 from stages.paths import stage_dir
 
@@ -166,12 +167,16 @@ def write_vocabulary(out: Path, vocabularies: list[dict]) -> None:
     (out / "vocabulary.json").write_text(json.dumps(summary, indent=1) + "\n")
 
 
+def make_stage(tag: str, config: settings.PipelineConfig) -> Stage:
+    inputs = [stage_dir(tag, name) for name in ("00_raw", "01_split", "02_count")]
+    stage_config = {"hash": config_lib.to_dict(config.hash), "on_bad_row": config.raw.on_bad_row}
+    return Stage(tag, "03_hash", stage_config, inputs, CODE)
+
+
 def main(argv=None) -> None:
     args = settings.stage_parser(__doc__.splitlines()[0]).parse_args(argv)
     config = settings.from_args(args)
-    inputs = [stage_dir(args.tag, name) for name in ("00_raw", "01_split", "02_count")]
-    stage_config = {"hash": config_lib.to_dict(config.hash), "on_bad_row": config.raw.on_bad_row}
-    stage = Stage(args.tag, "03_hash", stage_config, inputs, CODE)
+    stage = make_stage(args.tag, config)
     if not stage.should_run(args.force):
         return
     with stage.build() as out:

@@ -75,7 +75,7 @@ class CodeTable:
         self.size = 0
 
     @classmethod
-    def from_items(cls, keys: np.ndarray, values: np.ndarray) -> "CodeTable":
+    def from_items(cls, keys: np.ndarray, values: np.ndarray) -> CodeTable:
         """A table mapping each of the distinct `keys` to its value."""
         table = cls(len(keys))
         _insert(table.keys, table.values, np.ascontiguousarray(keys, dtype=np.int64),

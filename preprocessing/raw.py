@@ -21,7 +21,8 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from preprocessing import parse, schema
-from stages import config as config_lib, settings
+from stages import config as config_lib
+from stages import settings
 from stages.manifest import Stage, file_md5
 from stages.paths import REPO_ROOT
 
@@ -171,23 +172,33 @@ def build_synthetic(config: settings.PipelineConfig, out: Path) -> dict:
     return {"source": "synthetic", "rows": rows, "truth": truth}
 
 
-def main(argv=None) -> None:
-    parser = settings.stage_parser(__doc__.splitlines()[0])
-    args = parser.parse_args(argv)
-    config = settings.from_args(args)
+def locate(config: settings.PipelineConfig) -> dict[str, Path] | None:
+    """The raw input files, or None for synthetic data."""
     data_dir = Path(config.raw.data_dir) if config.raw.data_dir else DEFAULT_DATA_DIR
     inputs = find_inputs(data_dir)
     if inputs is None and config.raw.data_dir:
         raise FileNotFoundError(f"{data_dir}: no train.txt/test.txt (.gz), {ARCHIVE} or Kaggle "
                                 f"train.csv/test.csv")
+    return inputs
+
+
+def make_stage(tag: str, config: settings.PipelineConfig) -> Stage:
+    inputs = locate(config)
     stage_config = {"raw": config_lib.to_dict(config.raw)}
     if inputs is None:
         stage_config["synthetic"] = config_lib.to_dict(config.synthetic)
     else:
         stage_config["source"] = source_identity(inputs)
-    stage = Stage(args.tag, "00_raw", stage_config, inputs=[], code=CODE)
+    return Stage(tag, "00_raw", stage_config, inputs=[], code=CODE)
+
+
+def main(argv=None) -> None:
+    args = settings.stage_parser(__doc__.splitlines()[0]).parse_args(argv)
+    config = settings.from_args(args)
+    stage = make_stage(args.tag, config)
     if not stage.should_run(args.force):
         return
+    inputs = locate(config)
     with stage.build() as out:
         info = build_real(inputs, config, out) if inputs else build_synthetic(config, out)
         (out / "raw.json").write_text(json.dumps(info, indent=1) + "\n")

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 
-from stages import config as config_lib, settings
+from stages import config as config_lib
+from stages import settings
 from stages.manifest import Stage
 from stages.paths import stage_dir
 
@@ -35,15 +36,18 @@ def load_split(tag: str) -> dict:
     return json.loads((stage_dir(tag, "01_split") / "split.json").read_text())
 
 
+def make_stage(tag: str, config: settings.PipelineConfig) -> Stage:
+    return Stage(tag, "01_split", config_lib.to_dict(config.split),
+                 inputs=[stage_dir(tag, "00_raw")], code=CODE)
+
+
 def main(argv=None) -> None:
     args = settings.stage_parser(__doc__.splitlines()[0]).parse_args(argv)
     config = settings.from_args(args)
-    raw_dir = stage_dir(args.tag, "00_raw")
-    stage = Stage(args.tag, "01_split", config_lib.to_dict(config.split), inputs=[raw_dir],
-                  code=CODE)
+    stage = make_stage(args.tag, config)
     if not stage.should_run(args.force):
         return
-    rows = json.loads((raw_dir / "raw.json").read_text())["rows"]
+    rows = json.loads((stage_dir(args.tag, "00_raw") / "raw.json").read_text())["rows"]
     ranges = split_ranges(rows["train"], rows["test"], config.split.valid_fraction)
     with stage.build() as out:
         (out / "split.json").write_text(json.dumps(ranges, indent=1) + "\n")

@@ -61,7 +61,7 @@ def build(cls, data: dict, where: str = ""):
         raise ValueError(f"config{where}: unknown key(s) {unknown}; known: {sorted(known)}")
     hints = typing.get_type_hints(cls)
     values = {}
-    for name, field in known.items():
+    for name in known:
         if name in data:
             values[name] = _coerce(hints[name], data[name], f"{where}.{name}")
     return cls(**values)

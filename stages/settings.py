@@ -36,7 +36,6 @@ class HashConfig:
     mode: typing.Literal["xxh64", "md5"] = "xxh64"
     min_count: int = 10  # categorical values rarer than this in training become the rare token
     md5_bins: int = 1_000_000  # the winners' nr_bins: md5(key) mod (bins - 1) + 1
-    chunk_rows: int = 500_000
 
 
 @dataclasses.dataclass(frozen=True)

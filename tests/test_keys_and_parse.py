@@ -1,0 +1,136 @@
+"""Golden values of the winners' keys, hashing, and the raw parser's handling of bad input."""
+
+import hashlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from preprocessing import keys, parse, schema
+from preprocessing.split import split_ranges
+from tests.conftest import REPO_ROOT, raw_line
+
+INTS = [1, -1, 3, None, 0, 2, 1000000, 7, 20, 55, 5, 0, 1]
+CATS = [f"{value:08x}" for value in range(100, 126)]
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    (0, 3, "I1-1"), (1, -1, "I2-SP-1"), (0, None, "I1-"), (0, 2, "I1-SP2"), (0, 0, "I1-SP0"),
+    (4, 1_000_000, "I5-190"), (0, 10, "I1-5"), (0, 4, "I1-1"), (0, 16, "I1-7"),
+])
+def test_integer_keys_match_the_winners(field, value, expected):
+    assert keys.key(field, keys.int_code(value)) == expected
+
+
+def test_categorical_keys_and_rare_token():
+    assert keys.key(13, 0x68fd1e64) == "C1-68fd1e64"
+    assert keys.key(38, parse.CAT_MISSING) == "C26-"
+    assert keys.rare_key(13) == "C1less"
+
+
+def test_md5_hash_is_the_winners_scheme_and_in_range():
+    text = "C9-a73ee510"
+    expected = int(hashlib.md5(text.encode()).hexdigest(), 16) % 999_999 + 1
+    assert keys.hash_key(text, "md5") == expected
+    values = [keys.hash_key(f"C1-{i:08x}", "md5") for i in range(2000)]
+    assert 1 <= min(values) and max(values) <= 999_999
+
+
+def test_xxh64_hash_is_stable_across_processes():
+    code = "from preprocessing import keys; print(keys.hash_key('I2-SP-1', 'xxh64'))"
+    outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              cwd=REPO_ROOT, env={"PYTHONHASHSEED": seed, "PATH": ""},
+                              check=True).stdout for seed in ("1", "2")}
+    assert outputs == {f"{keys.hash_key('I2-SP-1', 'xxh64')}\n"}
+
+
+def parse_text(tmp_path, text: str, labelled=True, **options):
+    path = tmp_path / "rows.txt"
+    path.write_bytes(text.encode() if isinstance(text, str) else text)
+    report = parse.ParseReport()
+    chunks = list(parse.iter_chunks(path, labelled, report=report, **options))
+    codes = np.concatenate([chunk.codes for chunk in chunks]) if chunks else np.empty((0, 39))
+    return chunks, codes, report
+
+
+def test_parser_codes_match_the_key_rules(tmp_path):
+    chunks, codes, _ = parse_text(tmp_path, raw_line(1, INTS, CATS))
+    assert [keys.key(field, codes[0, field]) for field in range(3)] == ["I1-SP1", "I2-SP-1", "I3-1"]
+    assert keys.key(3, codes[0, 3]) == "I4-"
+    assert keys.key(6, codes[0, 6]) == "I7-190"
+    assert codes[0, 13] == 100 and codes[0, 38] == 125
+    assert chunks[0].labels.tolist() == [1]
+    np.testing.assert_array_equal(chunks[0].ints[0, :3], [1, -1, 3])
+    assert np.isnan(chunks[0].ints[0, 3])
+
+
+def test_crlf_and_missing_final_newline_parse_like_lf(tmp_path):
+    lines = [raw_line(0, INTS, CATS), raw_line(1, INTS[::-1], CATS[::-1])]
+    _, expected, _ = parse_text(tmp_path, "".join(lines))
+    _, crlf, _ = parse_text(tmp_path, "".join(line.replace("\n", "\r\n") for line in lines))
+    _, no_final, _ = parse_text(tmp_path, "".join(lines).rstrip("\n"))
+    np.testing.assert_array_equal(crlf, expected)
+    np.testing.assert_array_equal(no_final, expected)
+
+
+def test_trimmed_trailing_fields_are_padded_and_counted(tmp_path):
+    full = raw_line(1, INTS, CATS[:20] + [None] * 6)
+    trimmed = full.rstrip("\n").rstrip("\t") + "\n"
+    _, codes, report = parse_text(tmp_path, full + trimmed)
+    np.testing.assert_array_equal(codes[0], codes[1])
+    assert report.padded_rows == 1 and "rows.txt:2" in report.first_problems[0]
+
+
+@pytest.mark.parametrize("line, message", [
+    (raw_line(1, INTS, CATS).replace("\n", "\textra\n"), "rows.txt:2: more than 40"),
+    (raw_line(1, ["x1"] + INTS[1:], CATS), "rows.txt:2: field I1: not an integer"),
+    (raw_line(1, INTS[:4] + ["1.5"] + INTS[5:], CATS), "rows.txt:2: field I5: not an integer"),
+    (raw_line(2, INTS, CATS), "rows.txt:2: field Label: label is not 0 or 1"),
+    ("\n", "rows.txt:2: empty line"),
+])
+def test_bad_rows_name_file_line_and_field(tmp_path, line, message):
+    text = raw_line(0, INTS, CATS) + line + raw_line(0, INTS, CATS)
+    with pytest.raises(parse.BadRowError, match=message):
+        parse_text(tmp_path, text)
+    _, codes, report = parse_text(tmp_path, text, on_bad_row="skip")
+    assert len(codes) == 2 and report.skipped_rows == 1 and message in report.first_problems[0]
+
+
+def test_non_hex_categoricals_keep_their_text(tmp_path):
+    chunks, codes, _ = parse_text(tmp_path, raw_line(0, INTS, ["hello"] + CATS[1:]))
+    assert codes[0, 13] & parse.FALLBACK_BIT
+    assert keys.key(13, codes[0, 13], chunks[0].fallback_text) == "C1-hello"
+
+
+def test_blocks_and_row_windows_do_not_change_results(tmp_path):
+    rng = np.random.default_rng(0)
+    lines = "".join(raw_line(int(rng.integers(2)), [int(v) for v in rng.integers(-2, 99, 13)],
+                             CATS) for _ in range(300))
+    _, whole, _ = parse_text(tmp_path, lines)
+    chunks, small_blocks, _ = parse_text(tmp_path, lines, block_bytes=1000)
+    assert len(chunks) > 10
+    np.testing.assert_array_equal(small_blocks, whole)
+    window, windowed, _ = parse_text(tmp_path, lines, block_bytes=1000, start_row=17, stop_row=230)
+    np.testing.assert_array_equal(windowed, whole[17:230])
+    assert window[0].first_row == 17
+
+
+def test_count_lines(tmp_path):
+    path = tmp_path / "f.txt"
+    path.write_text("a\nb\nc")
+    assert parse.count_lines(path) == 3
+    path.write_text("a\nb\n")
+    assert parse.count_lines(path) == 2
+
+
+def test_split_is_time_ordered_with_the_last_seventh_for_validation():
+    ranges = split_ranges(700, 100, 1 / 7)
+    assert ranges["train"]["rows"] == [0, 600] and ranges["valid"]["rows"] == [600, 700]
+    assert ranges["test"]["rows"] == [0, 100]
+    full = split_ranges(schema.FULL_TRAIN_ROWS, schema.FULL_TEST_ROWS, 1 / 7)
+    assert full["valid"]["rows"][1] - full["valid"]["rows"][0] == 6_548_660
+    with pytest.raises(ValueError, match="valid_fraction"):
+        split_ranges(700, 100, 1.5)
+    with pytest.raises(ValueError, match="at least one"):
+        split_ranges(3, 1, 0.01)
