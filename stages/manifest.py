@@ -81,6 +81,7 @@ class Stage:
         self.inputs = [Path(path) for path in inputs]
         self.code = code_digests(code)
         self.records: dict = {}
+        self.started = time.time()
 
     @property
     def label(self) -> str:
@@ -136,6 +137,7 @@ class Stage:
         if state == "missing" and why.startswith("input"):
             raise RuntimeError(f"[{self.label}] cannot run: {why}")
         print(f"[{self.label}] {'forced rebuild' if state == 'done' else state}: {why}", flush=True)
+        self.started = time.time()
         return True
 
     def record(self, **values) -> None:
@@ -149,12 +151,11 @@ class Stage:
         _clean_leftovers(self.directory)
         temporary = self.directory.with_name(f".tmp-{self.directory.name}-{os.getpid()}")
         temporary.mkdir()
-        started = time.time()
         try:
             (temporary / RESOLVED_CONFIG).write_text(json.dumps(self.config, indent=1,
                                                                 sort_keys=True) + "\n")
             yield temporary
-            self._publish(temporary, time.time() - started)
+            self._publish(temporary, time.time() - self.started)
         finally:
             shutil.rmtree(temporary, ignore_errors=True)
 
