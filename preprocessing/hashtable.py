@@ -63,7 +63,7 @@ def _lookup(keys, values, codes, default, out):
 
 
 def _capacity(entries: int) -> int:
-    return max(1 << 10, 1 << int(2 * max(entries, 1) - 1).bit_length())  # load factor <= 1/2
+    return max(1 << 16, 1 << int(2 * max(entries, 1) - 1).bit_length())  # load factor <= 1/2
 
 
 class CodeTable:
@@ -104,8 +104,9 @@ class CodeTable:
         return keys[order], values[order]
 
     def _grow(self, entries: int) -> None:
+        used = self.keys != _EMPTY
+        keys, values = self.keys[used], self.values[used]
         capacity = _capacity(entries)
-        keys, values = self.items()
         self.keys = np.full(capacity, _EMPTY, dtype=np.int64)
         self.values = np.zeros(capacity, dtype=np.int64)
         _insert(self.keys, self.values, keys, values)
