@@ -60,14 +60,17 @@ def write_counts(out, tables, fallback_text) -> dict:
     return distinct
 
 
-def load_counts(tag: str) -> tuple[dict, dict]:
-    """({field name: (codes, counts)}, {code: text}) from a built stage 02."""
-    directory = stage_dir(tag, "02_count")
-    with np.load(directory / "counts.npz") as data:
-        counts = {name: (data[f"codes_{name}"], data[f"counts_{name}"])
-                  for name in schema.FIELD_NAMES}
-    texts = json.loads((directory / "fallback_text.json").read_text())
-    return counts, {int(code): text for code, text in texts.items()}
+def iter_counts(tag: str):
+    """Yields (field name, codes, counts) of a built stage 02, one field in memory at a time."""
+    with np.load(stage_dir(tag, "02_count") / "counts.npz") as data:
+        for name in schema.FIELD_NAMES:
+            yield name, data[f"codes_{name}"], data[f"counts_{name}"]
+
+
+def load_fallback_text(tag: str) -> dict:
+    """{code: text} of the non-hex categorical values seen in training."""
+    texts = json.loads((stage_dir(tag, "02_count") / "fallback_text.json").read_text())
+    return {int(code): text for code, text in texts.items()}
 
 
 def make_stage(tag: str, config: settings.PipelineConfig) -> Stage:

@@ -33,24 +33,31 @@ CODE = ["preprocessing/hash_fields.py", "preprocessing/keys.py", "preprocessing/
 
 
 def field_vocabulary(field: int, codes, counts, min_count: int, mode: str, md5_bins: int,
-                     texts: dict) -> dict:
-    """Local ids of one field's training values: {"codes", "ids", "counts", "size", ...}."""
+                     texts: dict) -> tuple[CodeTable, dict]:
+    """One field's code -> local id table, and its kept values {"codes", "ids", "counts", ...}."""
     threshold = min_count if field >= schema.NUM_INT_FIELDS else 1
     frequent = counts >= threshold
     hashes = keys.hash_codes(field, codes[frequent], mode, md5_bins, texts)
     distinct = np.unique(hashes)
     ids = np.full(len(codes), field_spec.RARE_ID, dtype=np.int64)
     ids[frequent] = field_spec.FIRST_VALUE_ID + np.searchsorted(distinct, hashes)
-    return {"codes": codes, "ids": ids, "counts": counts,
+    kept = {"codes": codes[frequent], "ids": ids[frequent], "counts": counts[frequent],
             "size": field_spec.FIRST_VALUE_ID + len(distinct),
             "values": int(frequent.sum()), "rare_values": int((~frequent).sum()),
             "collisions": int(frequent.sum() - len(distinct))}
+    return CodeTable.from_items(codes, ids), kept
 
 
-def build_vocabularies(counts: dict, texts: dict, hash_config) -> list[dict]:
-    return [field_vocabulary(field, *counts[name], hash_config.min_count, hash_config.mode,
-                             hash_config.md5_bins, texts)
-            for field, name in enumerate(schema.FIELD_NAMES)]
+def build_vocabularies(tag: str, hash_config) -> tuple[list[CodeTable], list[dict]]:
+    """Per field: lookup tables over every training value, and the kept values."""
+    texts = count.load_fallback_text(tag)
+    tables, vocabularies = [], []
+    for field, (_, codes, counts) in enumerate(count.iter_counts(tag)):
+        table, kept = field_vocabulary(field, codes, counts, hash_config.min_count,
+                                       hash_config.mode, hash_config.md5_bins, texts)
+        tables.append(table)
+        vocabularies.append(kept)
+    return tables, vocabularies
 
 
 class SplitWriter:
@@ -121,12 +128,9 @@ def hash_file(path: Path, splits: dict, writers: dict, tables, offsets, labelled
 
 
 def build(tag: str, config: settings.PipelineConfig, out: Path) -> field_spec.FieldSpec:
-    counts, texts = count.load_counts(tag)
-    vocabularies = build_vocabularies(counts, texts, config.hash)
-    del counts
+    tables, vocabularies = build_vocabularies(tag, config.hash)
     sizes = [vocabulary["size"] for vocabulary in vocabularies]
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-    tables = [CodeTable.from_items(v["codes"], v["ids"]) for v in vocabularies]
     ranges = {split: tuple(value["rows"]) for split, value in load_split(tag).items()}
     raw_dir = stage_dir(tag, "00_raw")
     writers = {split: SplitWriter(out, split, end - start, split != "test")
@@ -157,9 +161,8 @@ def build(tag: str, config: settings.PipelineConfig, out: Path) -> field_spec.Fi
 def write_vocabulary(out: Path, vocabularies: list[dict]) -> None:
     arrays = {}
     for name, vocabulary in zip(schema.FIELD_NAMES, vocabularies):
-        frequent = vocabulary["ids"] >= field_spec.FIRST_VALUE_ID
         for key in ("codes", "ids", "counts"):
-            arrays[f"{key}_{name}"] = vocabulary[key][frequent]
+            arrays[f"{key}_{name}"] = vocabulary[key]
     np.savez(out / "vocabulary.npz", **arrays)
     summary = {name: {key: vocabulary[key] for key in ("size", "values", "rare_values",
                                                        "collisions")}

@@ -37,8 +37,8 @@ def test_field_files_follow_the_spec(artifacts, raw_dir):
 def test_rare_training_values_share_one_id_and_unseen_values_get_oov(artifacts, raw_dir):
     run_stages("t", *data_option(raw_dir))
     spec, splits = field_spec.open_field_files(stage_dir("t", "03_hash"))
-    counts, _ = count.load_counts("t")
-    codes, value_counts = counts["C3"]
+    codes, value_counts = next((codes, counts) for name, codes, counts in count.iter_counts("t")
+                               if name == "C3")
     field = schema.FIELD_NAMES.index("C3")
     train_codes = np.concatenate([chunk.codes[:, field] for chunk in
                                   parse.iter_chunks(raw_dir / "train.txt", True, stop_row=1714)])
