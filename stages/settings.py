@@ -47,6 +47,48 @@ class ExportConfig:
     gbdt_frequent_fraction: float = 4_000_000 / 45_840_617
 
 
+CalibrationMethod = typing.Literal["none", "winners_shift", "logit_shift", "platt", "isotonic"]
+CALIBRATION_METHODS = typing.get_args(CalibrationMethod)
+
+
+@dataclasses.dataclass(frozen=True)
+class CalibrateConfig:
+    # auto: the candidate with the lowest cross-fitted validation logloss among those that beat
+    # "none" on both held-out halves of the validation split; or one named method.
+    method: typing.Literal["auto", CalibrationMethod] = "auto"
+    candidates: tuple[CalibrationMethod, ...] = CALIBRATION_METHODS
+    # Fraction of negatives kept when the model was trained on down-sampled data; null: the
+    # model's metrics.json key negative_sampling_rate, else 1 (no down-sampling).
+    negative_sampling_rate: float | None = None
+    bins: int = 20  # equal-count bins of the reliability diagram and the ECE
+
+
+@dataclasses.dataclass(frozen=True)
+class BlendConfig:
+    name: str = "ens_logit"  # artifacts/<tag>/07_ensemble/<name>/
+    members: tuple[str, ...] = ()  # model ids; empty: every id in `models`
+    # weighted: non-negative logit weights fitted on validation, kept only if they beat the plain
+    # average on both held-out halves; average: the plain mean of the members' logits.
+    method: typing.Literal["weighted", "average"] = "weighted"
+
+
+@dataclasses.dataclass(frozen=True)
+class EnsembleConfig:
+    source: typing.Literal["06_calibrate", "05_train"] = "06_calibrate"  # member predictions
+    blends: tuple[BlendConfig, ...] = (BlendConfig(),)
+
+
+@dataclasses.dataclass(frozen=True)
+class SubmitConfig:
+    # "07_ensemble/NAME", "06_calibrate/ID" or "05_train/ID"; null: the first blend.
+    source: str | None = None
+    gzip: bool = True
+    # null: submissions/csv/ (under $CRITEO_PNN_ARTIFACTS/submissions/ when that is set).
+    output_dir: str | None = None
+    upload: bool = False  # stage 09: submit the file to Kaggle with the kaggle CLI
+    message: str | None = None  # Kaggle submission message; null: tag, source, valid logloss
+
+
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
     raw: RawConfig = RawConfig()
@@ -56,6 +98,9 @@ class PipelineConfig:
     export: ExportConfig = ExportConfig()
     models: tuple[str, ...] = ()
     seed: int = 2014
+    calibrate: CalibrateConfig = CalibrateConfig()
+    ensemble: EnsembleConfig = EnsembleConfig()
+    submit: SubmitConfig = SubmitConfig()
 
 
 def stage_parser(description: str) -> argparse.ArgumentParser:

@@ -1,0 +1,191 @@
+"""The results report: `python -m ensembles.report --tag T [--readme]`.
+
+Reads the `metrics.json` files of stages 05-07 and the stage 08 record under `artifacts/<T>/`.
+Writes `artifacts/<T>/REPORT.md`: one row per trained model (validation logloss, AUC, relative
+information gain, examples/s, parameters, wall time, the calibration chosen and its effect, links
+to the learning curve and reliability diagram), one row per blend and the submission written.
+With `--readme` the same tables replace the text between the markers
+`<!-- results:begin -->` and `<!-- results:end -->` in README.md, with links rooted at the repo.
+Stage 08 refreshes REPORT.md after every run; README.md changes only on request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+from pathlib import Path
+
+from ensembles import metrics
+from stages.paths import REPO_ROOT, artifacts_root, stage_dir
+
+REPORT_FILE = "REPORT.md"
+BEGIN_MARKER = "<!-- results:begin -->"
+END_MARKER = "<!-- results:end -->"
+MODEL_HEADER = ("| model | valid logloss | AUC | RIG | examples/s | parameters | wall s | "
+                "calibration | calibrated logloss | ECE before → after | plots |")
+BLEND_HEADER = ("| ensemble | method (source) | weights | valid logloss | AUC | RIG | "
+                "plain average | best member | plots |")
+
+
+def plot_reliability(labels, curves: dict, path: Path, title: str, bins: int = 20) -> None:
+    """Reliability diagram (PNG): click rate against mean prediction in equal-count bins, one
+    line per entry of `curves` ({name: probabilities [N]}), log-log so low CTRs are readable."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(figsize=(5, 5), dpi=100)
+    low, high = 1.0, 0.0
+    for name, probabilities in curves.items():
+        mean_prediction, click_rate, _ = metrics.reliability_bins(labels, probabilities, bins)
+        ece = metrics.expected_calibration_error(labels, probabilities, bins)
+        axes.plot(mean_prediction, click_rate, marker="o", markersize=3,
+                  label=f"{name} (ECE {ece:.4f})")
+        low, high = min(low, mean_prediction.min()), max(high, mean_prediction.max())
+    low, high = max(low / 1.5, 1e-6), min(high * 1.5, 1.0)
+    axes.plot([low, high], [low, high], color="grey", linestyle="--", label="perfect calibration")
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel(f"mean prediction ({bins} equal-count bins)")
+    axes.set_ylabel("click rate")
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+    pyplot.close(figure)
+
+
+def read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def number(value, digits: int) -> str:
+    if value is None or math.isnan(value):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def count(value) -> str:
+    return "–" if value is None else f"{value:,.0f}"
+
+
+def link(text: str, path: Path, tag_dir: Path, prefix: str) -> str:
+    return f"[{text}]({prefix}{path.relative_to(tag_dir).as_posix()})" if path.exists() else ""
+
+
+def model_rows(tag: str, prefix: str) -> list[str]:
+    tag_dir = artifacts_root() / tag
+    trained = stage_dir(tag, "05_train")
+    found = []
+    for folder in sorted(trained.iterdir()) if trained.is_dir() else []:
+        model_metrics = read_json(folder / "metrics.json")
+        if model_metrics and not folder.name.startswith("."):
+            found.append((folder.name, model_metrics))
+    found.sort(key=lambda item: item[1].get("valid_logloss", float("inf")))
+    rows = []
+    for model_id, model_metrics in found:
+        calibrated = read_json(stage_dir(tag, "06_calibrate", model_id) / "metrics.json") or {}
+        before = calibrated.get("before", {})
+        plots = [link("learning curve", trained / model_id / "learning_curve.png", tag_dir, prefix),
+                 link("reliability", stage_dir(tag, "06_calibrate", model_id) / "reliability.png",
+                      tag_dir, prefix)]
+        ece = "–"
+        if calibrated:
+            ece = (f"{number(before.get('expected_calibration_error'), 4)} → "
+                   f"{number(calibrated.get('expected_calibration_error'), 4)}")
+        rows.append("| " + " | ".join([
+            model_id, number(model_metrics.get("valid_logloss"), 5),
+            number(model_metrics.get("valid_auc"), 4),
+            number(model_metrics.get("relative_information_gain"), 4),
+            count(model_metrics.get("examples_per_second")),
+            count(model_metrics.get("parameter_count")),
+            number(model_metrics.get("wall_seconds"), 1),
+            calibrated.get("method", "–"), number(calibrated.get("valid_logloss"), 5), ece,
+            " ".join(plot for plot in plots if plot)]) + " |")
+    return rows
+
+
+def blend_rows(tag: str, prefix: str) -> list[str]:
+    tag_dir = artifacts_root() / tag
+    folder = stage_dir(tag, "07_ensemble")
+    rows = []
+    for blend_dir in sorted(folder.iterdir()) if folder.is_dir() else []:
+        result = read_json(blend_dir / "metrics.json")
+        if not result or blend_dir.name.startswith("."):
+            continue
+        weights = ", ".join(f"{member} {weight:.2f}"
+                            for member, weight in result["weights"].items())
+        best = min(result["member_metrics"].items(), key=lambda item: item[1]["valid_logloss"])
+        rows.append("| " + " | ".join([
+            result["name"], f"{result['method']} ({result['source']})", weights,
+            number(result["valid_logloss"], 5), number(result["valid_auc"], 4),
+            number(result["relative_information_gain"], 4),
+            number(result["average"]["valid_logloss"], 5),
+            f"{best[0]} {best[1]['valid_logloss']:.5f}",
+            link("reliability", blend_dir / "reliability.png", tag_dir, prefix)]) + " |")
+    return rows
+
+
+def render(tag: str, prefix: str = "") -> str:
+    """The Markdown tables; links are `prefix` + path relative to artifacts/<tag>/."""
+    intro = (f"Artifact tree `{tag}`, generated {datetime.date.today().isoformat()} by "
+             f"`python -m ensembles.report --tag {tag}`. Validation logloss and AUC on the "
+             "time-ordered validation split; RIG = relative information gain over predicting the "
+             "training click rate. Calibrated and blended logloss are cross-fitted on two halves "
+             "of the validation split (honest, see `ensembles/calibrate.py`).")
+    lines = [intro, "", MODEL_HEADER, "|---" * MODEL_HEADER.count(" | ") + "|---|"]
+    lines += model_rows(tag, prefix) or ["| (no trained models in 05_train) |" + " |" * 10]
+    blends = blend_rows(tag, prefix)
+    if blends:
+        lines += ["", BLEND_HEADER, "|---" * BLEND_HEADER.count(" | ") + "|---|"]
+        lines += blends
+    submission = read_json(stage_dir(tag, "08_submit") / "submission.json")
+    if submission:
+        lines += ["", (f"Submission: `{submission['file']}` from `{submission['source']}`, "
+                       f"{submission['rows']:,} rows, validated; validation logloss "
+                       f"{number(submission.get('valid_logloss'), 5)}.")]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(tag: str) -> Path:
+    path = artifacts_root() / tag / REPORT_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"# Results: {tag}\n\n" + render(tag))
+    return path
+
+
+def update_readme(tag: str, readme: Path = REPO_ROOT / "README.md") -> None:
+    """Replaces the text between the results markers in `readme` with the tables."""
+    text = readme.read_text()
+    if text.count(BEGIN_MARKER) != 1 or text.count(END_MARKER) != 1 or \
+            text.index(BEGIN_MARKER) > text.index(END_MARKER):
+        raise ValueError(f"{readme}: needs one {BEGIN_MARKER} line followed by one {END_MARKER}")
+    tag_dir = artifacts_root() / tag
+    prefix = os.path.relpath(tag_dir, readme.parent).replace(os.sep, "/") + "/"
+    head, rest = text.split(BEGIN_MARKER)
+    _, tail = rest.split(END_MARKER)
+    readme.write_text(f"{head}{BEGIN_MARKER}\n{render(tag, prefix)}{END_MARKER}{tail}")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tag", default="demo", help="artifact tree: artifacts/<tag>/")
+    parser.add_argument("--readme", action="store_true",
+                        help="also replace the tables between the markers in README.md")
+    args = parser.parse_args(argv)
+    print(f"wrote {write_report(args.tag)}")
+    if args.readme:
+        try:
+            update_readme(args.tag)
+        except ValueError as error:
+            raise SystemExit(f"error: {error}") from None
+        print(f"updated {REPO_ROOT / 'README.md'}")
+
+
+if __name__ == "__main__":
+    main()

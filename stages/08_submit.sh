@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Stage 08 submit: the Kaggle CSV (Id,Predicted) of submit.source, validated before it is named.
+# Reads:  artifacts/<tag>/07_ensemble/<name>/ (or 06_calibrate/<id>, 05_train/<id>); 03_hash/
+# Writes: submissions/csv/<stamp>_<tag>_<id>.csv.gz, a row in submissions/LOG.md,
+#         artifacts/<tag>/08_submit/submission.json, artifacts/<tag>/REPORT.md
+set -euo pipefail
+exec "${PYTHON:-python}" -m submissions.write "$@"

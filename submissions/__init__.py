@@ -1,0 +1,1 @@
+"""Stage 08 (the Kaggle submission file), its validator and the opt-in Kaggle upload (stage 09)."""

@@ -1,0 +1,188 @@
+"""Checks a Kaggle submission file: `python -m submissions.validate FILE [--rows N]`.
+
+A valid file (plain or gzip, detected from its first bytes) has the header `Id,Predicted`, then
+exactly N rows `Id,probability` with Ids N consecutive integers from 60000000 (the test rows in
+order, so no Id is missing or repeated) and finite probabilities strictly between 0 and 1. N is
+6,042,135 for the Kaggle test set. The file is streamed in blocks of lines (bounded memory), each
+checked with numpy and, if that finds anything unusual, line by line, so the first problem stops
+the check with its line number. Exit status 0 when valid, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gzip
+import math
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from preprocessing.schema import FULL_TEST_ROWS, TEST_ID_START
+
+HEADER = b"Id,Predicted"
+GZIP_MAGIC = b"\x1f\x8b"
+NUMBER_CHARACTERS = b"0123456789.eE+-"
+BLOCK_BYTES = 1 << 22  # lines are read and checked in blocks of about this size
+
+
+class SubmissionError(ValueError):
+    """A broken submission file; the message starts with `FILE:line N:`."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SubmissionSummary:
+    path: str
+    rows: int
+    first_id: int
+    last_id: int
+    min_prediction: float
+    max_prediction: float
+    mean_prediction: float
+
+
+def open_lines(path: Path):
+    """A binary line iterator over the plain or gzip file."""
+    with open(path, "rb") as handle:
+        magic = handle.read(2)
+    return gzip.open(path, "rb") if magic == GZIP_MAGIC else open(path, "rb")
+
+
+def validate(path: Path, rows: int = FULL_TEST_ROWS,
+             first_id: int = TEST_ID_START) -> SubmissionSummary:
+    """Raises SubmissionError naming the file and line of the first problem."""
+    path = Path(path)
+    if rows < 1:
+        raise ValueError(f"rows={rows}: a submission has at least one test row")
+    if not path.is_file():
+        raise SubmissionError(f"{path}: no such file")
+    try:
+        with open_lines(path) as handle:
+            return _check(path, handle, rows, first_id)
+    except (OSError, EOFError, zlib.error) as error:  # truncated or corrupt gzip
+        raise SubmissionError(f"{path}: cannot read: {error}") from error
+
+
+def _check(path: Path, handle, rows: int, first_id: int) -> SubmissionSummary:
+    header = handle.readline()
+    if not header:
+        raise SubmissionError(f"{path}: empty file; expected the header {HEADER.decode()}")
+    if header.rstrip(b"\r\n") != HEADER:
+        raise SubmissionError(f"{path}:line 1: header {_show(header)}, expected {HEADER.decode()}")
+    count, total, low, high = 0, 0.0, math.inf, -math.inf
+    while lines := handle.readlines(BLOCK_BYTES):
+        probabilities = None
+        if count + len(lines) <= rows:
+            probabilities = _block_probabilities(lines, first_id + count)
+        if probabilities is None:  # a problem somewhere, or just a form the fast check skips
+            probabilities = _check_lines(path, lines, count, rows, first_id)
+        count += len(lines)
+        total += float(probabilities.sum())
+        low, high = min(low, probabilities.min()), max(high, probabilities.max())
+    if count < rows:
+        missing = f"Id {first_id + count}"
+        if rows - count > 1:
+            missing += f"..{first_id + rows - 1}"
+        raise SubmissionError(f"{path}: {count:,} rows, expected {rows:,} (missing {missing})")
+    return SubmissionSummary(str(path), count, first_id, first_id + count - 1, float(low),
+                             float(high), total / count)
+
+
+def _block_probabilities(lines: list[bytes], first_expected: int) -> np.ndarray | None:
+    """Vectorised check of a block of data lines in the exact form the writer produces; the
+    probabilities [len(lines)] if every line passes, None otherwise (then `_check_lines` finds
+    and names the problem, or accepts a form this check does not cover, such as CRLF)."""
+    text = b"".join(lines)
+    if text.translate(None, NUMBER_CHARACTERS + b",\n"):  # any other byte
+        return None
+    fields = text.removesuffix(b"\n").replace(b"\n", b",").split(b",")
+    if len(fields) != 2 * len(lines):
+        return None
+    expected = first_expected + np.arange(len(lines), dtype=np.int64)
+    if not np.array_equal(np.array(fields[0::2]), expected.astype(np.bytes_)):
+        return None
+    try:
+        probabilities = np.array(fields[1::2]).astype(np.float64)
+    except ValueError:
+        return None
+    if not ((probabilities > 0) & (probabilities < 1)).all():
+        return None
+    return probabilities
+
+
+def _check_lines(path: Path, lines: list[bytes], count: int, rows: int,
+                 first_id: int) -> np.ndarray:
+    """Line-by-line check of a block whose first line is data row `count`; raises
+    SubmissionError at the first problem, else returns the probabilities."""
+    probabilities = np.empty(len(lines))
+    for index, line in enumerate(lines):
+        where = f"{path}:line {count + index + 2}"
+        if count + index == rows:
+            raise SubmissionError(f"{where}: extra row {_show(line)}; the test set has "
+                                  f"{rows:,} rows")
+        fields = line.rstrip(b"\r\n").split(b",")
+        if len(fields) != 2:
+            raise SubmissionError(f"{where}: {_show(line)} does not have 2 comma-separated "
+                                  f"values (Id,Predicted)")
+        id_text, probability_text = fields
+        expected = first_id + count + index
+        if not id_text.isdigit():
+            raise SubmissionError(f"{where}: Id {_show(id_text)} is not a non-negative integer")
+        row_id = int(id_text)
+        if row_id != expected:
+            raise SubmissionError(f"{where}: {_id_problem(row_id, expected, first_id)}")
+        try:
+            # float() also takes "nan", "inf", " 0.5" and "0_5"; the strip rejects them.
+            if probability_text.strip(NUMBER_CHARACTERS):
+                raise ValueError
+            probability = float(probability_text)
+        except ValueError:
+            raise SubmissionError(f"{where}: Predicted {_show(probability_text)} is not a "
+                                  f"decimal number") from None
+        if not 0.0 < probability < 1.0:
+            raise SubmissionError(f"{where}: Predicted {_show(probability_text)} is not a "
+                                  f"probability strictly between 0 and 1")
+        probabilities[index] = probability
+    return probabilities
+
+
+def _id_problem(row_id: int, expected: int, first_id: int) -> str:
+    if first_id <= row_id < expected:  # every Id before `expected` appeared once, in order
+        return f"duplicate Id {row_id} (already on line {row_id - first_id + 2})"
+    if row_id > expected:
+        return (f"Id {row_id}, expected {expected}: Ids must be consecutive "
+                f"(missing {expected}..{row_id - 1})")
+    return f"Id {row_id}, expected {expected}: test Ids start at {first_id}"
+
+
+def _show(text: bytes, limit: int = 40) -> str:
+    """repr of a (possibly long or binary) field for error messages."""
+    text = text.rstrip(b"\r\n")
+    shown = text[:limit].decode("ascii", errors="backslashreplace")
+    return repr(shown + ("..." if len(text) > limit else ""))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("file", type=Path, help="submission CSV, plain or .gz")
+    parser.add_argument("--rows", type=int, default=FULL_TEST_ROWS,
+                        help=f"expected number of rows (default: the Kaggle test set, "
+                             f"{FULL_TEST_ROWS:,})")
+    parser.add_argument("--first-id", type=int, default=TEST_ID_START,
+                        help=f"Id of the first row (default {TEST_ID_START})")
+    args = parser.parse_args(argv)
+    try:
+        summary = validate(args.file, args.rows, args.first_id)
+    except SubmissionError as error:
+        print(f"INVALID {error}", file=sys.stderr)
+        return 1
+    print(f"OK {summary.path}: {summary.rows:,} rows, Ids {summary.first_id}..{summary.last_id}, "
+          f"Predicted in [{summary.min_prediction:.6g}, {summary.max_prediction:.6g}], "
+          f"mean {summary.mean_prediction:.6g}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

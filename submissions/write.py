@@ -1,0 +1,235 @@
+"""Stage 08: write the Kaggle submission of one prediction folder.
+
+Reads `submit.source` (`07_ensemble/NAME`, `06_calibrate/ID` or `05_train/ID`; default the first
+blend of `ensemble.blends`): its `test.pred.npy` and `metrics.json`; and `03_hash/` (test Ids).
+Writes `submissions/csv/<YYYYMMDD-HHMMSS>_<tag>_<source id>.csv.gz` (`submit.gzip`,
+`submit.output_dir`), appends a row to `submissions/LOG.md`, records the file in
+`artifacts/<tag>/08_submit/submission.json` and refreshes `artifacts/<tag>/REPORT.md`.
+
+The file is `Id,Predicted`, one row per test row in order, Ids 60000000 + row, probabilities
+clipped to [1e-6, 1 - 1e-6] with 6 significant digits (as the winners' libffm output). It is
+written under a temporary name, checked by `submissions.validate`, and only then renamed, so an
+invalid or half-written file never carries a submission name. When $CRITEO_PNN_ARTIFACTS is set
+(tests, scratch runs) csv/ and LOG.md live under $CRITEO_PNN_ARTIFACTS/submissions/ instead of
+the repository's submissions/.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ensembles import read_predictions, report
+from preprocessing.field_spec import open_field_files
+from preprocessing.schema import TEST_ID_START
+from stages import settings
+from stages.manifest import Stage, file_md5
+from stages.paths import REPO_ROOT, artifacts_root, stage_dir
+from submissions.validate import HEADER, SubmissionSummary, validate
+
+CODE = ["submissions/write.py", "submissions/validate.py", "ensembles/__init__.py"]
+CLIP = 1e-6  # the clip of the authors' KFM writer: Kaggle's logloss punishes 0 and 1 without bound
+CHUNK_ROWS = 1 << 20
+GZIP_LEVEL = 6
+SOURCE_STAGES = ("07_ensemble", "06_calibrate", "05_train")
+LOG_HEADER = """# Submission log
+
+One row per file written by stage 08 (`./run.sh`, or `python -m submissions.write --tag T`).
+Validation metrics are those of the source on the time-ordered validation split; fill in the
+leaderboard columns after uploading (`python -m submissions.upload FILE`).
+
+| written (UTC) | file | tag | source | models | calibration | valid logloss | valid AUC | rows \
+| public LB | private LB |
+|---|---|---|---|---|---|---|---|---|---|---|
+"""
+
+
+def submissions_root() -> Path:
+    """The repository's submissions/, or $CRITEO_PNN_ARTIFACTS/submissions when that is set."""
+    if os.environ.get("CRITEO_PNN_ARTIFACTS"):
+        return artifacts_root() / "submissions"
+    return REPO_ROOT / "submissions"
+
+
+def output_dir(config: settings.SubmitConfig) -> Path:
+    if config.output_dir is None:
+        return submissions_root() / "csv"
+    path = Path(config.output_dir)
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def format_rows(ids: np.ndarray, probabilities: np.ndarray) -> bytes:
+    """CSV rows `Id,Predicted\\n` for int ids [N] and float probabilities [N]."""
+    return "".join([f"{row_id},{probability:.6g}\n" for row_id, probability
+                    in zip(ids.tolist(), probabilities.tolist())]).encode()
+
+
+def write_submission(path: Path, ids: np.ndarray, probabilities: np.ndarray) -> SubmissionSummary:
+    """Writes and validates `path` (gzip when it ends in .gz); returns the validator's summary.
+
+    Args:
+        ids: int64 [N], the test Ids, which must be 60000000 + row.
+        probabilities: [N] finite click probabilities, clipped here to [1e-6, 1 - 1e-6].
+    """
+    path = Path(path)
+    ids = np.asarray(ids, np.int64)
+    probabilities = np.asarray(probabilities, np.float64)
+    if probabilities.shape != ids.shape or ids.ndim != 1 or len(ids) == 0:
+        raise ValueError(f"{path.name}: {probabilities.shape} predictions for {ids.shape} test Ids")
+    if not np.array_equal(ids, TEST_ID_START + np.arange(len(ids))):
+        row = int(np.argmax(ids != TEST_ID_START + np.arange(len(ids))))
+        raise ValueError(f"{path.name}: test Id {ids[row]} at row {row}, expected "
+                         f"{TEST_ID_START + row}; the test Ids must be 60000000 + row")
+    if not np.isfinite(probabilities).all():
+        row = int(np.argmax(~np.isfinite(probabilities)))
+        raise ValueError(f"{path.name}: non-finite prediction {probabilities[row]} at test row "
+                         f"{row}")
+    probabilities = np.clip(probabilities, CLIP, 1 - CLIP)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        _write(temporary, ids, probabilities, compress=path.suffix == ".gz", label=path.name)
+        summary = validate(temporary, rows=len(ids))
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return SubmissionSummary(**{**summary.__dict__, "path": str(path)})
+
+
+def _write(path: Path, ids: np.ndarray, probabilities: np.ndarray, compress: bool,
+           label: str) -> None:
+    # A raw zlib stream with a gzip wrapper (wbits 31): no file name or time stamp in the
+    # header, so the same predictions always give the same bytes.
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31) if compress else None
+    with open(path, "wb") as handle:
+        def emit(data: bytes) -> None:
+            handle.write(compressor.compress(data) if compressor else data)
+
+        emit(HEADER + b"\n")
+        for start in tqdm(range(0, len(ids), CHUNK_ROWS), desc=f"writing {label}",
+                          unit="chunk", disable=len(ids) <= CHUNK_ROWS):
+            chunk = slice(start, start + CHUNK_ROWS)
+            emit(format_rows(ids[chunk], probabilities[chunk]))
+        if compressor:
+            handle.write(compressor.flush())
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def resolve_source(config: settings.PipelineConfig) -> str:
+    """`submit.source`, or the first blend; ValueError on a malformed value."""
+    source = config.submit.source
+    if source is None:
+        if not config.ensemble.blends:
+            raise ValueError("submit.source: null needs at least one entry in ensemble.blends")
+        return f"07_ensemble/{config.ensemble.blends[0].name}"
+    parts = source.split("/")
+    if len(parts) != 2 or parts[0] not in SOURCE_STAGES or not parts[1]:
+        raise ValueError(f"submit.source={source!r}: expected STAGE/ID with STAGE one of "
+                         f"{SOURCE_STAGES}, e.g. 07_ensemble/ens_logit or 06_calibrate/ipnn")
+    return source
+
+
+def source_description(tag: str, source: str) -> dict:
+    """The source's validation metrics, member models and their calibration, for LOG.md."""
+    stage, unit = source.split("/")
+    source_metrics = json.loads((stage_dir(tag, stage, unit) / "metrics.json").read_text())
+    members = source_metrics.get("members", [unit])
+    if stage == "07_ensemble":
+        upstream = source_metrics["source"]
+    else:
+        upstream = stage
+    calibration = {}
+    for member in members:
+        calibrated = stage_dir(tag, "06_calibrate", member) / "calibrator.json"
+        calibration[member] = (json.loads(calibrated.read_text())["method"]
+                               if upstream == "06_calibrate" else "none")
+    return {"valid_logloss": source_metrics.get("valid_logloss"),
+            "valid_auc": source_metrics.get("valid_auc"), "members": members,
+            "calibration": calibration}
+
+
+def make_stage(tag: str, config: settings.PipelineConfig) -> Stage:
+    source = resolve_source(config)
+    stage_settings = {"source": source, "gzip": config.submit.gzip,
+                      "output_dir": config.submit.output_dir}
+    return Stage(tag, "08_submit", stage_settings,
+                 inputs=[stage_dir(tag, *source.split("/")), stage_dir(tag, "03_hash")], code=CODE)
+
+
+def make_stages(tag: str, config: settings.PipelineConfig) -> list[Stage]:
+    return [make_stage(tag, config)]
+
+
+def submit(tag: str, config: settings.PipelineConfig, force: bool = False) -> dict | None:
+    """Writes, validates and logs one submission; returns its record (None when up to date)."""
+    stage = make_stage(tag, config)
+    previous = stage_dir(tag, "08_submit") / "submission.json"
+    if previous.exists() and not Path(json.loads(previous.read_text())["path"]).exists():
+        print(f"[08_submit] the recorded file {json.loads(previous.read_text())['path']} is gone; "
+              "writing it again")
+        force = True
+    if not stage.should_run(force):
+        return None
+    source = resolve_source(config)
+    spec, splits = open_field_files(stage_dir(tag, "03_hash"), splits=("test",))
+    predictions = read_predictions(stage_dir(tag, *source.split("/")), "test", spec.rows["test"])
+    description = source_description(tag, source)
+    written = datetime.datetime.now(datetime.UTC)
+    name = f"{written:%Y%m%d-%H%M%S}_{tag}_{source.split('/')[1]}.csv"
+    path = output_dir(config.submit) / (name + ".gz" if config.submit.gzip else name)
+    with stage.build() as out:
+        summary = write_submission(path, np.asarray(splits["test"].ids), predictions)
+        record = {"file": _shown_path(path), "path": str(path), "source": source,
+                  "rows": summary.rows, "md5": file_md5(path),
+                  "mean_prediction": summary.mean_prediction,
+                  "written": written.isoformat(timespec="seconds"), **description}
+        (out / "submission.json").write_text(json.dumps(record, indent=1) + "\n")
+        stage.record(submission={key: record[key] for key in ("file", "rows", "md5")})
+    append_log(submissions_root() / "LOG.md", tag, record)
+    print(f"  wrote {record['file']}: {summary.rows:,} rows, validated; mean prediction "
+          f"{summary.mean_prediction:.5f}; logged in {_shown_path(submissions_root() / 'LOG.md')}")
+    return record
+
+
+def append_log(log: Path, tag: str, record: dict) -> None:
+    """Appends one row for `record` to LOG.md, creating the file with its header if needed."""
+    if not log.exists():
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(LOG_HEADER)
+    calibration = "; ".join(f"{member}: {method}" for member, method in
+                            record["calibration"].items())
+    cells = [record["written"].replace("+00:00", "Z"), f"`{Path(record['file']).name}`", tag,
+             record["source"], ", ".join(record["members"]), calibration,
+             _format(record["valid_logloss"], 5), _format(record["valid_auc"], 4),
+             f"{record['rows']:,}", "", ""]
+    with open(log, "a") as handle:
+        handle.write("| " + " | ".join(cells) + " |\n")
+
+
+def _format(value, digits: int) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _shown_path(path: Path) -> str:
+    try:
+        return str(path.relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def main(argv=None) -> None:
+    args = settings.stage_parser(__doc__.splitlines()[0]).parse_args(argv)
+    config = settings.from_args(args)
+    submit(args.tag, config, force=args.force)
+    print(f"  report: {report.write_report(args.tag)}")
+
+
+if __name__ == "__main__":
+    main()
