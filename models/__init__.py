@@ -1,3 +1,4 @@
 """The paper's models; importing this package fills `models.registry.MODELS`."""
 
-from models import fm, ipnn, lr  # noqa: F401  (imported for registration)
+# Imported for their @register side effect.
+from models import afm, ccpm, deepfm, ffm, fm, fnn, ipnn, kfm, kpnn, lr, nifm, pin  # noqa: F401

@@ -1,0 +1,45 @@
+"""NIFM: network-in-FM (Qu et al. 2018, §3.4; the authors' class `NFM`, not He & Chua's NFM)."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from models.layers.embedding import SparseEmbedding
+from models.layers.linear import LinearTerm
+from models.layers.micro_network import PairwiseMicroNetwork
+from models.registry import FieldModel, register
+
+
+@register("nifm")
+@keras.saving.register_keras_serializable(package="criteo_pnn")
+class NIFM(FieldModel):
+    """logit = b + sum_f w[x_f] + sum_{i<j} sum_u subnet_ij([v_i, v_j])_u.
+
+    FM with each inner product replaced by a per-pair sub-network on the two embeddings
+    (models/layers/micro_network.py). The sub-net output is not layer-normalised: normalised
+    outputs would sum to a constant over the pairs.
+
+    Args:
+        vocabulary_sizes: ids per field.
+        embedding_dim: k (paper, Criteo: 20).
+        subnet_units: sub-net widths, the last being its output (paper, Criteo: [40, 1]).
+        layer_norm: fused layer norm after the sub-net's hidden layers (the authors' default).
+        sparse_l2: L2 on looked-up rows (applied by the training runner).
+    Input: field_ids int32 [B, F] global ids. Output: logits [B, 1].
+    """
+
+    def __init__(self, vocabulary_sizes: list[int], *, embedding_dim: int = 20,
+                 subnet_units=(40, 1), layer_norm: bool = True, sparse_l2: float = 0.0,
+                 **kwargs):
+        super().__init__(vocabulary_sizes, **kwargs)
+        self.linear = LinearTerm(self.total_vocabulary_size, sparse_l2=sparse_l2, name="linear")
+        self.embedding = SparseEmbedding(self.total_vocabulary_size, embedding_dim,
+                                         sparse_l2=sparse_l2, name="embedding")
+        self.subnet = PairwiseMicroNetwork(self.num_fields, embedding_dim, subnet_units,
+                                           use_product=False, layer_norm=layer_norm,
+                                           output_layer_norm=False, name="subnet")
+
+    def call(self, field_ids, training=None):
+        pair_outputs = self.subnet(self.embedding(field_ids))  # [B, P, U]
+        return self.linear(field_ids) + ops.sum(pair_outputs, axis=(1, 2))[:, None]

@@ -1,0 +1,303 @@
+"""The model contract, parametrized over the registry, and the paper's model identities."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import models  # noqa: F401  (fills the registry)
+from models import registry
+from models.layers.embedding import compact_rows, sparse_embeddings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+VOCABULARY_SIZES = [5, 7, 3, 4, 6, 5, 4, 3]
+BATCH = 16
+# Small widths keep the suite fast; everything else is the model's default.
+TINY = {
+    "afm": {"embedding_dim": 4, "attention_units": 3},
+    "ccpm": {"embedding_dim": 4, "conv_layers": [[3, 4], [2, 3]], "hidden_units": [8]},
+    "deepfm": {"embedding_dim": 4, "hidden_units": [8, 8], "dropout_rate": 0.1},
+    "ffm": {"embedding_dim": 3},
+    "fm": {"embedding_dim": 4},
+    "fnn": {"embedding_dim": 4, "hidden_units": [8], "linear_input": True},
+    "ipnn": {"embedding_dim": 4, "hidden_units": [8, 8]},
+    "kfm": {"embedding_dim": 4, "kernel_type": "mat", "kernel_l2": 1e-4},
+    "kpnn": {"embedding_dim": 4, "hidden_units": [8], "adaptive_embedding": {"c": 1.0}},
+    "lr": {},
+    "nifm": {"embedding_dim": 4, "subnet_units": [6, 1]},
+    "pin": {"embedding_dim": 4, "subnet_units": [6, 2], "hidden_units": [8]},
+}
+
+
+@dataclasses.dataclass
+class TinySpec:
+    vocabulary_sizes: list
+
+
+def tiny_model(name: str, **overrides) -> keras.Model:
+    return registry.build(name, TinySpec(VOCABULARY_SIZES), **{**TINY[name], **overrides})
+
+
+def batch(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Global ids (field offset + local id) and labels."""
+    rng = np.random.default_rng(seed)
+    offsets = np.cumsum([0] + VOCABULARY_SIZES[:-1])
+    local = rng.integers(0, VOCABULARY_SIZES, size=(BATCH, len(VOCABULARY_SIZES)))
+    labels = rng.integers(0, 2, size=(BATCH, 1)).astype("float32")
+    return (local + offsets).astype("int32"), labels
+
+
+def predict(model, field_ids) -> np.ndarray:
+    return keras.ops.convert_to_numpy(model(field_ids))
+
+
+def test_every_model_file_is_registered():
+    files = {path.stem for path in (REPO_ROOT / "models").glob("*.py")}
+    assert set(registry.MODELS) == set(TINY)
+    assert set(registry.MODELS) <= files
+    assert {cls.__name__ for cls in registry.MODELS.values()} == {
+        "LR", "FM", "FFM", "KFM", "NIFM", "FNN", "CCPM", "AFM", "DeepFM", "IPNN", "KPNN", "PIN"}
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_fit_step_output_and_save_load(name, tmp_path):
+    model = tiny_model(name)
+    field_ids, labels = batch()
+    model.compile(optimizer="adam", loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    before = [keras.ops.convert_to_numpy(w).copy() for w in model.trainable_weights]
+    history = model.fit(field_ids, labels, batch_size=BATCH, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    after = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
+    assert any(not np.array_equal(b, a) for b, a in zip(before, after))
+    logits = predict(model, field_ids)
+    assert logits.shape == (BATCH, 1) and np.isfinite(logits).all()
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)  # no custom_objects
+    assert type(loaded) is type(model)
+    np.testing.assert_array_equal(predict(loaded, field_ids), logits)
+    assert loaded.get_config() == model.get_config()
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_config_is_the_constructor_arguments(name):
+    config = tiny_model(name).get_config()
+    expected = {"vocabulary_sizes", "name", "trainable", "dtype"} | set(
+        registry.hyperparameters(name))
+    assert set(config) == expected
+    assert config["vocabulary_sizes"] == VOCABULARY_SIZES
+    json.dumps(config)  # plain values only
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_build_rejects_unknown_hyperparameter(name):
+    with pytest.raises(ValueError, match=rf"model '{name}'.*'hiden_units'"):
+        registry.build(name, TinySpec(VOCABULARY_SIZES), hiden_units=[8])
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_compact_rows_give_the_same_logits(name):
+    """The sparse runner feeds positions into the batch's unique ids and the matching rows:
+    every model must read ids only through its SparseEmbedding layers."""
+    model = tiny_model(name)
+    field_ids, _ = batch(1)
+    unique_ids, compact_ids = np.unique(field_ids, return_inverse=True)
+    rows = {layer: keras.ops.take(layer.embeddings, unique_ids, axis=0)
+            for layer in sparse_embeddings(model)}
+    assert rows, "no SparseEmbedding found"
+    with compact_rows(rows):
+        compact = predict(model, compact_ids.reshape(field_ids.shape).astype("int32"))
+    np.testing.assert_allclose(compact, predict(model, field_ids), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["deepfm", "afm"])
+def test_training_flag_reaches_dropout_also_through_stateless_call(name):
+    model = tiny_model(name, dropout_rate=0.5)
+    field_ids, _ = batch()
+    inference = predict(model, field_ids)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model(field_ids, training=False)),
+                                  inference)
+    variables = (model.trainable_variables, model.non_trainable_variables)
+    logits, _ = model.stateless_call(*variables, field_ids, training=True)
+    assert np.abs(keras.ops.convert_to_numpy(logits) - inference).max() > 1e-6
+
+
+def test_registry_errors_and_paper_defaults():
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register("fm")(type("Other", (), {}))
+    with pytest.raises(ValueError, match="unknown model 'opnn'"):
+        registry.build("opnn", TinySpec(VOCABULARY_SIZES))
+    with pytest.raises(ValueError, match="vocabulary_sizes"):
+        registry.MODELS["fm"](vocabulary_sizes=[3, 0])
+    defaults = {name: registry.hyperparameters(name) for name in registry.MODELS}
+    assert defaults["ipnn"]["hidden_units"] == [700] * 5 and defaults["ipnn"]["layer_norm"]
+    assert defaults["fm"]["embedding_dim"] == defaults["kpnn"]["embedding_dim"] == 20
+    assert defaults["ffm"]["embedding_dim"] == 4
+    assert defaults["nifm"]["subnet_units"] == [40, 1]
+    assert defaults["pin"]["subnet_units"] == [40, 5]
+    assert defaults["ccpm"]["conv_layers"] == [[7, 256]]
+    assert defaults["ccpm"]["hidden_units"] == [256] * 3
+    assert (defaults["afm"]["temperature"], defaults["afm"]["attention_units"]) == (0.01, 32)
+    assert defaults["kfm"]["kernel_type"] == defaults["kpnn"]["kernel_type"] == "vec"
+    assert all("sparse_l2" in hparams for hparams in defaults.values())
+
+
+def randomise(model, seed=0):
+    """Non-trivial values everywhere (linear weights start at zero)."""
+    rng = np.random.default_rng(seed)
+    for weight in model.weights:
+        weight.assign(rng.normal(scale=0.3, size=weight.shape).astype("float32"))
+
+
+def copy_fm_tables(source, target):
+    target.linear.weights_table.embeddings.assign(source.linear.weights_table.embeddings)
+    target.linear.bias.assign(source.linear.bias)
+    target.embedding.embeddings.assign(source.embedding.embeddings)
+
+
+def brute_force_fm(fm, field_ids):
+    weights = keras.ops.convert_to_numpy(fm.linear.weights_table.embeddings)[:, 0]
+    table = keras.ops.convert_to_numpy(fm.embedding.embeddings)
+    bias = float(keras.ops.convert_to_numpy(fm.linear.bias))
+    logits = []
+    for row in field_ids:
+        pairs = sum(table[a] @ table[b] for n, a in enumerate(row) for b in row[n + 1:])
+        logits.append(bias + weights[row].sum() + pairs)
+    return np.array(logits)[:, None]
+
+
+def test_fm_equals_brute_force_pairwise_sum():
+    fm = tiny_model("fm")
+    randomise(fm)
+    field_ids, _ = batch()
+    np.testing.assert_allclose(predict(fm, field_ids), brute_force_fm(fm, field_ids), rtol=1e-4,
+                               atol=1e-4)
+
+
+@pytest.mark.parametrize("kernel_type", ["mat", "vec", "num"])
+def test_kfm_at_init_equals_fm(kernel_type):
+    fm, kfm = tiny_model("fm"), tiny_model("kfm", kernel_type=kernel_type)
+    randomise(fm)
+    copy_fm_tables(fm, kfm)
+    field_ids, _ = batch()
+    np.testing.assert_allclose(predict(kfm, field_ids), predict(fm, field_ids), rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_adaptive_kfm_pads_fields_to_their_own_size():
+    """Columns beyond k_i never matter, and at init KFM-mat is FM on the zero-padded vectors."""
+    adaptive = {"c": 1.0, "max_dim": 3}  # sizes [5, 7, 3, ...] -> k_i = [2, 2, 1, ...]
+    kfm = tiny_model("kfm", adaptive_embedding=adaptive)
+    fm = tiny_model("fm")
+    randomise(fm)
+    copy_fm_tables(fm, kfm)
+    field_ids, _ = batch()
+    before = predict(kfm, field_ids)
+    table = keras.ops.convert_to_numpy(kfm.embedding.embeddings).copy()
+    field_of_row = np.repeat(np.arange(len(VOCABULARY_SIZES)), VOCABULARY_SIZES)
+    padded = kfm.width_mask[field_of_row] == 0  # [n, K], the unused columns
+    assert padded.any() and not padded.all()
+    table[padded] = 99.0
+    kfm.embedding.embeddings.assign(table)
+    np.testing.assert_allclose(predict(kfm, field_ids), before, rtol=1e-5, atol=1e-5)
+    table[padded] = 0.0
+    fm.embedding.embeddings.assign(table)
+    np.testing.assert_allclose(predict(fm, field_ids), before, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel_type", ["mat", "vec", "num"])
+def test_kpnn_at_init_equals_ipnn(kernel_type):
+    ipnn = tiny_model("ipnn")
+    kpnn = tiny_model("kpnn", kernel_type=kernel_type, hidden_units=[8, 8],
+                      adaptive_embedding=None)
+    field_ids, _ = batch()
+    predict(ipnn, field_ids), predict(kpnn, field_ids)  # build the MLPs
+    randomise(ipnn)
+    kpnn.embedding.embeddings.assign(ipnn.embedding.embeddings)
+    kpnn.mlp.set_weights(ipnn.mlp.get_weights())
+    np.testing.assert_allclose(predict(kpnn, field_ids), predict(ipnn, field_ids), rtol=1e-5,
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("use_linear", [True, False])
+def test_ffm_equals_brute_force_field_aware_sum(use_linear):
+    ffm = tiny_model("ffm", use_linear=use_linear)
+    randomise(ffm)
+    field_ids, _ = batch()
+    num_fields, dim = len(VOCABULARY_SIZES), TINY["ffm"]["embedding_dim"]
+    vectors = keras.ops.convert_to_numpy(ffm.embedding.embeddings).reshape(-1, num_fields, dim)
+    expected = np.zeros((BATCH, 1))
+    for example, row in enumerate(field_ids):
+        for i in range(num_fields):
+            for j in range(i + 1, num_fields):
+                expected[example] += vectors[row[i], j] @ vectors[row[j], i]
+    if use_linear:
+        weights = keras.ops.convert_to_numpy(ffm.linear.weights_table.embeddings)[:, 0]
+        expected += float(keras.ops.convert_to_numpy(ffm.linear.bias))
+        expected += weights[field_ids].sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(predict(ffm, field_ids), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_fnn_loads_a_trained_fm():
+    fm, fnn = tiny_model("fm"), tiny_model("fnn")
+    randomise(fm)
+    fnn.load_fm(fm)
+    for own, source in [(fnn.embedding, fm.embedding),
+                        (fnn.linear_weights, fm.linear.weights_table)]:
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(own.embeddings),
+                                      keras.ops.convert_to_numpy(source.embeddings))
+    with pytest.raises(ValueError, match="load_fm"):
+        fnn.load_fm(tiny_model("fm", embedding_dim=5))
+
+
+@pytest.mark.parametrize("name", ["nifm", "pin", "afm", "ccpm"])
+def test_pairwise_and_conv_models_depend_on_every_field(name):
+    """Changing one field's id changes the logit: no field is dropped by pair gathers or convs."""
+    model = tiny_model(name)
+    randomise(model)
+    field_ids, _ = batch()
+    base = predict(model, field_ids)
+    for field in (0, len(VOCABULARY_SIZES) - 1):
+        changed = field_ids.copy()
+        offset = sum(VOCABULARY_SIZES[:field])
+        changed[:, field] = offset + (changed[:, field] - offset + 1) % VOCABULARY_SIZES[field]
+        assert np.abs(predict(model, changed) - base).max() > 1e-6
+
+
+JAX_SMOKE = textwrap.dedent("""
+    import json, numpy as np, keras
+    import models
+    from models import registry
+    assert keras.backend.backend() == "jax"
+    sizes = [5, 7, 3, 4, 6]
+    ids = (np.random.default_rng(0).integers(0, 3, (4, 5)) + np.cumsum([0] + sizes[:-1]))
+    runs = {"fm": {}, "ffm": {}, "ipnn": {"hidden_units": [8]},
+            "kpnn": {"kernel_type": "vec", "hidden_units": [8]},
+            "pin": {"subnet_units": [4, 2], "hidden_units": [8]}}
+    shapes = {}
+    for name, hparams in runs.items():
+        model = registry.build(name, type("Spec", (), {"vocabulary_sizes": sizes}),
+                               embedding_dim=4, **hparams)
+        logits = keras.ops.convert_to_numpy(model(ids.astype("int32")))
+        assert np.isfinite(logits).all(), name
+        shapes[name] = list(logits.shape)
+    print(json.dumps(shapes))
+""")
+
+
+def test_models_run_under_jax():
+    environment = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(REPO_ROOT)}
+    result = subprocess.run([sys.executable, "-c", JAX_SMOKE], capture_output=True, text=True,
+                            env=environment, cwd=REPO_ROOT, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    shapes = json.loads(result.stdout.strip().splitlines()[-1])
+    assert shapes == {name: [4, 1] for name in ["fm", "ffm", "ipnn", "kpnn", "pin"]}
