@@ -5,31 +5,39 @@ from __future__ import annotations
 import importlib
 
 from stages import settings
-from stages.paths import REPO_ROOT
 
-# Stage folder -> module with make_stage(tag, config). Stage 05 and later have one unit per model.
-STAGE_MODULES = {"00_raw": "preprocessing.raw", "01_split": "preprocessing.split",
-                 "02_count": "preprocessing.count", "03_hash": "preprocessing.hash_fields",
-                 "04_export": "preprocessing.export"}
-UNIT_STAGE_MODULES = {"05_train": "models.train"}
+# In run order. A module offers make_stage(tag, config) for one folder, or make_stages(tag,
+# config) for stages with one unit per model / blend.
+STAGE_MODULES = ("preprocessing.raw", "preprocessing.split", "preprocessing.count",
+                 "preprocessing.hash_fields", "preprocessing.export", "preprocessing.leaves",
+                 "models.train", "ensembles.calibrate", "ensembles.blend", "submissions.write",
+                 "submissions.upload")
+
+
+def stages_of(module_name: str, tag: str, config: settings.PipelineConfig) -> list:
+    module = importlib.import_module(module_name)
+    if hasattr(module, "make_stages"):
+        return module.make_stages(tag, config)
+    return [module.make_stage(tag, config)]
 
 
 def rows(tag: str, config: settings.PipelineConfig) -> list[tuple[str, str, str]]:
-    stages = [importlib.import_module(module).make_stage(tag, config)
-              for module in STAGE_MODULES.values()]
-    for module in UNIT_STAGE_MODULES.values():
-        if (REPO_ROOT / (module.replace(".", "/") + ".py")).exists():
-            make_stage = importlib.import_module(module).make_stage
-            stages += [make_stage(tag, config, model_id) for model_id in config.models]
     table, states = [], {}
-    for stage in stages:
-        state, why = stage.status()
-        upstream = [path.name for path in stage.inputs if states.get(path.name, "done") != "done"]
-        if upstream and state == "done":
-            state, why = "stale", f"upstream {', '.join(upstream)} will be rebuilt"
-        states[stage.label] = state
-        table.append((stage.label, state, why))
+    for module_name in STAGE_MODULES:
+        for stage in stages_of(module_name, tag, config):
+            state, why = stage.status()
+            upstream = [_name(path, tag) for path in stage.inputs
+                        if states.get(_name(path, tag), "done") != "done"]
+            if upstream and state == "done":
+                state, why = "stale", f"upstream {', '.join(upstream)} will be rebuilt"
+            states[stage.label] = state
+            table.append((stage.label, state, why))
     return table
+
+
+def _name(path, tag: str) -> str:
+    """Stage label of an input folder: 03_hash, or 05_train/ipnn for a unit."""
+    return path.name if path.parent.name == tag else f"{path.parent.name}/{path.name}"
 
 
 def main(argv=None) -> None:
@@ -38,7 +46,7 @@ def main(argv=None) -> None:
     config = settings.from_args(args)
     print(f"artifact tree: {args.tag}")
     for label, state, why in rows(args.tag, config):
-        print(f"  {label:<22} {state:<8} {why}")
+        print(f"  {label:<26} {state:<8} {why}")
 
 
 if __name__ == "__main__":

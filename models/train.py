@@ -1,0 +1,325 @@
+"""The one training runner: `python -m models.train --tag TAG --model ID [--preset P] [--resume]`.
+
+Reads `artifacts/<TAG>/03_hash/` (verified by `open_field_files`), builds `model.arch` from the
+registry with the YAML's hyperparameters, trains with sparse row updates (`models/train_step.py`),
+early-stops on validation logloss and publishes `artifacts/<TAG>/05_train/<ID>/` atomically:
+metrics.json, valid.pred.npy, test.pred.npy (float32 probabilities in row order), model.keras,
+history.csv, learning_curve.png, tensorboard/ (TensorFlow backend), config.resolved.{json,yaml}.
+A model whose config, inputs and code are unchanged is skipped.
+
+Checkpoints (weights, optimiser slots, data position, history) go to
+`05_train/.checkpoints/<ID>/` every `checkpoint_every_steps`; `--resume` continues from there. The
+data order is a function of (seed, epoch) and dropout state lives in model variables, so a resumed
+deterministic run ends bit-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+from sklearn.metrics import log_loss, roc_auc_score
+from tqdm import tqdm
+
+from models import data, optimizers
+from models import train_report as report
+from models.runner_config import PRESETS, RunnerConfig, config_path, load_runner_config
+from models.train_step import create_train_step, tune_memory_allocator
+from preprocessing.field_spec import FieldSpec, open_field_files
+from stages import config as config_lib
+from stages.manifest import Stage
+from stages.paths import stage_dir
+
+
+@dataclasses.dataclass
+class Progress:
+    """Where training stands; saved in every checkpoint."""
+    epoch: int = 0
+    step_in_epoch: int = 0
+    steps: int = 0
+    examples: int = 0
+    train_seconds: float = 0.0
+    loss_sum: float = 0.0  # per-example data loss summed since the last evaluation
+    loss_rows: int = 0
+    best_logloss: float = float("inf")
+    best_examples: int = 0
+    best_steps: int = -1
+    evaluations_without_improvement: int = 0
+    last_eval_examples: int = -1
+    stopped_early: bool = False
+    history: list = dataclasses.field(default_factory=list)
+
+
+def stage_config(model_id: str, config: RunnerConfig) -> dict:
+    return {"model_id": model_id, "preset": config.preset, "model": config.model,
+            "train": config_lib.to_dict(config.train), "backend": keras.backend.backend()}
+
+
+def train_model(tag: str, model_id: str, config: RunnerConfig, *, force: bool = False,
+                resume: bool = False, build_model=None, interrupt_after_steps: int | None = None):
+    """Trains and publishes one model; returns its metrics (None if skipped or interrupted).
+
+    Args:
+        build_model: (arch, field_spec, **hyperparameters) -> keras.Model; the registry by default.
+        interrupt_after_steps: stop right after this global step without publishing, as a kill
+            would (tests of --resume).
+    """
+    started = time.time()
+    stage = Stage(tag, "05_train", stage_config(model_id, config),
+                  inputs=[stage_dir(tag, "03_hash")], code=["models"], unit=model_id)
+    if not stage.should_run(force):
+        return None
+    if build_model is None:
+        from models import registry
+        build_model = registry.build
+    train = config.train
+    tune_memory_allocator()
+    keras.utils.set_random_seed(train.seed)
+    if train.deterministic and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+        tf.config.experimental.enable_op_determinism()
+    spec, splits = open_field_files(stage_dir(tag, "03_hash"))
+    model = build_model(config.arch, spec, **config.hyperparameters)
+    model(np.zeros((1, spec.num_fields), np.int32))  # creates the weights
+    settings = optimizers.OptimizerSettings(
+        train.optimizer, train.learning_rate, train.adam_beta_1, train.adam_beta_2,
+        train.adam_epsilon, train.adagrad_initial_accumulator)
+    step = create_train_step(model, settings, train.loss_reduction, train.jit_compile,
+                             train.eval_batch_size)
+    run = TrainingRun(stage, spec, splits, model, step, train, interrupt_after_steps)
+    if resume:
+        run.restore_checkpoint()
+    if not run.fit():
+        return None
+    with stage.build() as out:
+        metrics = run.publish(out, config, wall_seconds=time.time() - started)
+        stage.record(metrics=metrics)
+    shutil.rmtree(run.checkpoint_dir, ignore_errors=True)
+    with contextlib.suppress(OSError):  # the shared .checkpoints folder, once empty
+        run.checkpoint_dir.parent.rmdir()
+    return metrics
+
+
+class TrainingRun:
+    """The training loop, evaluation, early stopping and checkpoints of one model."""
+
+    def __init__(self, stage, spec, splits, model, step, train, interrupt_after_steps):
+        self.stage, self.spec, self.splits, self.model, self.step = stage, spec, splits, model, step
+        self.train, self.interrupt_after_steps = train, interrupt_after_steps
+        rows = min(spec.rows["train"], train.max_train_rows or spec.rows["train"])
+        self.train_fields = splits["train"].fields[:rows]
+        self.train_labels = splits["train"].labels[:rows]
+        self.train_rows = rows
+        valid_rows = min(spec.rows["valid"], train.max_valid_rows or spec.rows["valid"])
+        self.valid_fields = splits["valid"].fields[:valid_rows]
+        self.valid_labels = np.asarray(splits["valid"].labels[:valid_rows])
+        self.checkpoint_dir = stage.directory.parent / ".checkpoints" / stage.unit
+        self.progress = Progress()
+        self.summary = report.SummaryWriter(self.checkpoint_dir / "tensorboard")
+
+    def restore_checkpoint(self) -> None:
+        path = self.checkpoint_dir / "checkpoint.npz"
+        if not path.exists():
+            print(f"[{self.stage.label}] --resume: no checkpoint, starting fresh", flush=True)
+            return
+        with np.load(path) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+        saved = json.loads(arrays.pop("progress").tobytes())
+        if saved["fingerprint"] != self.stage.fingerprint():
+            print(f"[{self.stage.label}] --resume: checkpoint is from another config or code, "
+                  "starting fresh", flush=True)
+            return
+        self.step.load_state(arrays)
+        self.progress = Progress(**saved["progress"])
+        print(f"[{self.stage.label}] resumed at epoch {self.progress.epoch}, "
+              f"step {self.progress.steps}", flush=True)
+
+    def save_checkpoint(self) -> None:
+        payload = json.dumps({"fingerprint": self.stage.fingerprint(),
+                              "progress": dataclasses.asdict(self.progress)})
+        arrays = {**self.step.state(), "progress": np.frombuffer(payload.encode(), np.uint8)}
+        save_npz_atomically(self.checkpoint_dir / "checkpoint.npz", arrays)
+
+    def fit(self) -> bool:
+        """Trains to the end (or early stop); False if interrupted (interrupt_after_steps)."""
+        train, progress = self.train, self.progress
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        pad_limit = train.batch_size * self.spec.num_fields if self.step.pads_unique else None
+        bar = tqdm(total=train.epochs * self.train_rows, initial=progress.examples, unit="ex",
+                   unit_scale=True, desc=self.stage.unit, mininterval=1.0, smoothing=0.1)
+        try:
+            while progress.epoch < train.epochs and not progress.stopped_early:
+                batches = data.prefetch(data.epoch_batches(
+                    self.train_fields, self.train_labels, train.batch_size,
+                    train.shuffle_buffer_rows, train.seed, progress.epoch,
+                    progress.step_in_epoch, pad_limit), train.prefetch_batches)
+                for batch in batches:
+                    self._train_batch(batch, bar)
+                    if progress.stopped_early or self._interrupted():
+                        batches.close()
+                        return not self._interrupted()
+                progress.epoch, progress.step_in_epoch = progress.epoch + 1, 0
+                if progress.last_eval_examples != progress.examples:
+                    self._evaluate()
+                if train.checkpoint_every_steps:
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+        return True
+
+    def _train_batch(self, batch, bar) -> None:
+        train, progress = self.train, self.progress
+        started = time.perf_counter()
+        loss = self.step.step(batch)
+        progress.train_seconds += time.perf_counter() - started
+        rows = len(batch.labels)
+        progress.steps += 1
+        progress.step_in_epoch = batch.step
+        progress.examples += rows
+        progress.loss_sum += loss * (1 if train.loss_reduction == "sum" else rows)
+        progress.loss_rows += rows
+        bar.update(rows)
+        if progress.steps % train.log_every_steps == 0:
+            bar.set_postfix(loss=f"{progress.loss_sum / progress.loss_rows:.4f}", refresh=False)
+            self.summary.scalars(progress.examples, train_logloss=loss if train.loss_reduction ==
+                                 "mean" else loss / rows)
+        every = train.eval_every_rows
+        if every and progress.examples // every > max(progress.last_eval_examples, 0) // every:
+            self._evaluate()
+        if train.checkpoint_every_steps and progress.steps % train.checkpoint_every_steps == 0:
+            self.save_checkpoint()
+
+    def _interrupted(self) -> bool:
+        return self.interrupt_after_steps is not None and \
+            self.progress.steps >= self.interrupt_after_steps
+
+    def _evaluate(self) -> None:
+        """Validation logloss/AUC, history row, early-stopping bookkeeping, best weights saved."""
+        progress = self.progress
+        predictions = self.step.predict(self.valid_fields)
+        valid_logloss, valid_auc = logloss_and_auc(self.valid_labels, predictions)
+        train_logloss = progress.loss_sum / progress.loss_rows if progress.loss_rows else None
+        progress.history.append({
+            "steps": progress.steps, "examples": progress.examples,
+            "epoch": progress.examples / self.train_rows, "train_logloss": train_logloss,
+            "valid_logloss": valid_logloss, "valid_auc": valid_auc,
+            "train_seconds": progress.train_seconds})
+        self.summary.scalars(progress.examples, valid_logloss=valid_logloss, valid_auc=valid_auc)
+        progress.loss_sum, progress.loss_rows = 0.0, 0
+        progress.last_eval_examples = progress.examples
+        if valid_logloss < progress.best_logloss:
+            progress.best_logloss, progress.best_examples = valid_logloss, progress.examples
+            progress.best_steps = progress.steps
+            progress.evaluations_without_improvement = 0
+            save_npz_atomically(self.checkpoint_dir / "best.npz", self.step.weights())
+        else:
+            progress.evaluations_without_improvement += 1
+            patience = self.train.early_stopping_patience
+            progress.stopped_early = bool(patience) and \
+                progress.evaluations_without_improvement >= patience
+        tqdm.write(f"[{self.stage.label}] epoch {progress.examples / self.train_rows:.2f}: "
+                   f"valid logloss {valid_logloss:.5f} AUC {valid_auc:.4f}"
+                   + (" (best)" if progress.best_steps == progress.steps else ""))
+
+    def publish(self, out: Path, config: RunnerConfig, wall_seconds: float) -> dict:
+        """Restores the best weights and writes every output file into `out`."""
+        progress = self.progress
+        if progress.best_steps >= 0 and progress.best_steps != progress.steps:
+            with np.load(self.checkpoint_dir / "best.npz") as archive:
+                self.step.load_state({key: archive[key] for key in archive.files})
+        self.step.sync_model()
+        valid_predictions = self.step.predict(self.splits["valid"].fields)
+        np.save(out / "valid.pred.npy", valid_predictions)
+        np.save(out / "test.pred.npy", self.step.predict(self.splits["test"].fields))
+        self.model.save(out / "model.keras")
+        metrics = self.metrics(valid_predictions, wall_seconds)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+        config_lib.dump_yaml(self.stage.config, out / "config.resolved.yaml")
+        report.write_history(progress.history, out / "history.csv")
+        report.plot_learning_curve(progress.history, out / "learning_curve.png",
+                                   title=f"{self.stage.unit} ({config.arch})")
+        self.summary.close()
+        if (self.checkpoint_dir / "tensorboard").exists():
+            shutil.copytree(self.checkpoint_dir / "tensorboard", out / "tensorboard")
+        return metrics
+
+    def metrics(self, valid_predictions: np.ndarray, wall_seconds: float) -> dict:
+        progress = self.progress
+        labels = np.asarray(self.splits["valid"].labels)
+        valid_logloss, valid_auc = logloss_and_auc(labels, valid_predictions)
+        constant = constant_logloss(labels, self.spec.label_rate["train"])
+        return {
+            "valid_logloss": valid_logloss, "valid_auc": valid_auc,
+            "valid_rows": len(labels),
+            "constant_logloss": constant,
+            "relative_information_gain": 1.0 - valid_logloss / constant,
+            "examples_per_second": progress.examples / max(progress.train_seconds, 1e-9),
+            "parameter_count": int(self.model.count_params()),
+            "epochs": progress.examples / self.train_rows,
+            "best_epoch": progress.best_examples / self.train_rows,
+            "steps": progress.steps, "best_steps": progress.best_steps,
+            "stopped_early": progress.stopped_early,
+            "train_rows": self.train_rows, "train_seconds": progress.train_seconds,
+            "wall_seconds": wall_seconds, "backend": keras.backend.backend(),
+        }
+
+
+def logloss_and_auc(labels: np.ndarray, predictions: np.ndarray) -> tuple[float, float]:
+    """float64 logloss (sklearn clips at float64 eps) and AUC (nan if one class only)."""
+    labels = np.asarray(labels)
+    probabilities = np.asarray(predictions, np.float64)
+    loss = float(log_loss(labels, probabilities, labels=[0, 1]))
+    auc = float(roc_auc_score(labels, probabilities)) if 0 < labels.sum() < len(labels) \
+        else float("nan")
+    return loss, auc
+
+
+def constant_logloss(labels: np.ndarray, rate: float) -> float:
+    """Logloss of always predicting the training label rate (the RIG reference)."""
+    return float(log_loss(labels, np.full(len(labels), rate, np.float64), labels=[0, 1]))
+
+
+def save_npz_atomically(path: Path, arrays: dict) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "wb") as handle:
+        np.savez(handle, **arrays)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def automatic_preset(tag: str) -> str:
+    """demo for the synthetic dataset (field_spec.json's extra.source), paper otherwise."""
+    spec = FieldSpec.load(stage_dir(tag, "03_hash"))
+    return "demo" if spec.extra.get("source") == "synthetic" else "paper"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tag", default="demo", help="artifact tree: artifacts/<tag>/")
+    parser.add_argument("--model", required=True,
+                        help="model id, e.g. ipnn (configs/models/ID.yaml)")
+    parser.add_argument("--config", type=Path, help="model YAML (default configs/models/ID.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one key, e.g. --set train.learning_rate=3e-4")
+    parser.add_argument("--preset", choices=("auto",) + PRESETS, default="auto",
+                        help="paper: the paper's Criteo settings; demo: ~1 min per model on 2 "
+                             "CPU cores; auto (default): demo on synthetic data, else paper")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    parser.add_argument("--force", action="store_true", help="retrain even if up to date")
+    args = parser.parse_args(argv)
+    preset = args.preset if args.preset != "auto" else automatic_preset(args.tag)
+    config = load_runner_config(args.config or config_path(args.model), preset, args.set)
+    train_model(args.tag, args.model, config, force=args.force, resume=args.resume)
+
+
+if __name__ == "__main__":
+    main()

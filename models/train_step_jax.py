@@ -1,0 +1,142 @@
+"""The training step with sparse row updates, JAX version (same contract as `train_step.py`).
+
+The difference from TensorFlow: JAX arrays are immutable, so training state (weights, slots, step)
+is a pytree held here, the step is a pure jitted function `state -> state` (the model runs
+in a `keras.StatelessScope`), and tables are updated with `.at[unique_ids].set(...)` on a
+donated buffer (in place after compilation). Batches are always padded (`pads_unique`), so jit
+compiles a few shapes, not one per batch. The Keras variables are stale during training;
+`sync_model()` copies the state into them.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import keras
+import numpy as np
+from keras import ops
+
+from models import optimizers
+from models.layers.embedding import compact_rows
+from models.train_step import (
+    batch_loss,
+    keep_first_for_padding,
+    predict_in_batches,
+    split_variables,
+)
+
+
+class JaxTrainStep:
+    pads_unique = True
+
+    def __init__(self, model, settings, loss_reduction, eval_batch_size):
+        self.model, self.settings, self.loss_reduction = model, settings, loss_reduction
+        self.eval_batch_size = eval_batch_size
+        self.layers, self.table_indices, self.dense_indices = split_variables(model)
+        trainable = model.trainable_variables
+        self.state_tree = {
+            "trainable": [jnp.array(variable.value) for variable in trainable],  # copies: donated
+            "non_trainable": [jnp.array(variable.value)
+                              for variable in model.non_trainable_variables],
+            "slots": [{name: jnp.asarray(value) for name, value in optimizers.initial_slots(
+                settings, tuple(variable.shape), per_row=index in self.table_indices).items()}
+                for index, variable in enumerate(trainable)],
+            "step": jnp.zeros((), jnp.int32),
+        }
+        self._train = jax.jit(self._train_step, donate_argnums=0)
+        self._predict = jax.jit(self._predict_fn)
+
+    def step(self, batch) -> float:
+        self.state_tree, data_loss = self._train(self.state_tree, batch.compact_ids,
+                                                 batch.unique_ids, batch.counts, batch.labels)
+        return float(data_loss)
+
+    def _train_step(self, state, compact_ids, unique_ids, counts, labels):
+        trainable = state["trainable"]
+        rows = [trainable[index][unique_ids] for index in self.table_indices]
+        dense = [trainable[index] for index in self.dense_indices]
+
+        def loss_fn(rows, dense):
+            values = list(trainable)  # tables stay as they are: the model reads `rows` instead
+            for index, value in zip(self.dense_indices, dense):
+                values[index] = value
+            with compact_rows(dict(zip(self.layers, rows))):
+                logits, non_trainable, losses = self._forward(
+                    values, state["non_trainable"], compact_ids, training=True)
+            loss, data_loss = batch_loss(logits, labels, rows, counts, self.layers,
+                                         self.loss_reduction, losses)
+            return loss, (data_loss, non_trainable)
+
+        (row_gradients, dense_gradients), (data_loss, non_trainable) = jax.grad(
+            loss_fn, argnums=(0, 1), has_aux=True)(rows, dense)
+        step = state["step"] + 1
+        new_trainable, new_slots = list(trainable), list(state["slots"])
+        for index, table_rows, gradient in zip(self.table_indices, rows, row_gradients):
+            slot_rows = {name: slot[unique_ids] for name, slot in state["slots"][index].items()}
+            updated, updated_slots = optimizers.apply(self.settings, table_rows, gradient,
+                                                      slot_rows)
+            new_trainable[index] = trainable[index].at[unique_ids].set(
+                keep_first_for_padding(updated, counts))
+            new_slots[index] = {name: state["slots"][index][name].at[unique_ids].set(
+                keep_first_for_padding(value, counts)) for name, value in updated_slots.items()}
+        for index, gradient in zip(self.dense_indices, dense_gradients):
+            new_trainable[index], new_slots[index] = optimizers.apply(
+                self.settings, trainable[index], gradient, state["slots"][index], step)
+        return {"trainable": new_trainable, "non_trainable": non_trainable, "slots": new_slots,
+                "step": step}, data_loss
+
+    def _forward(self, trainable, non_trainable, ids, training: bool):
+        """`model.stateless_call`, but through `model.__call__`, so `training` reaches nested
+        layers (Dropout) even when the model's own `call` takes no `training` argument.
+
+        Returns (logits, new non-trainable values, regularisation losses)."""
+        mapping = list(zip(self.model.trainable_variables, trainable)) + \
+            list(zip(self.model.non_trainable_variables, non_trainable))
+        with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
+            logits = self.model(ids, training=training)
+            losses = self.model.losses
+        return logits, [scope.get_current_value(variable)
+                        for variable in self.model.non_trainable_variables], losses
+
+    def _predict_fn(self, trainable, non_trainable, ids):
+        logits, _, _ = self._forward(trainable, non_trainable, ids, training=False)
+        return ops.sigmoid(logits)
+
+    def predict(self, ids: np.ndarray) -> np.ndarray:
+        def predict_fn(chunk):
+            return self._predict(self.state_tree["trainable"], self.state_tree["non_trainable"],
+                                 chunk)
+
+        return predict_in_batches(predict_fn, ids, self.eval_batch_size, fixed_shape=True)
+
+    def weights(self) -> dict[str, np.ndarray]:
+        # np.array copies: a view of a buffer the next (donating) step updates in place would
+        # change under the caller.
+        return {f"{prefix}/{index}": np.array(value) for prefix in ("trainable", "non_trainable")
+                for index, value in enumerate(self.state_tree[prefix])}
+
+    def state(self) -> dict[str, np.ndarray]:
+        arrays = self.weights()
+        for index, slots in enumerate(self.state_tree["slots"]):
+            arrays.update({f"slot/{index}/{name}": np.array(value)
+                           for name, value in slots.items()})
+        arrays["step"] = np.array(self.state_tree["step"])
+        return arrays
+
+    def load_state(self, arrays: dict) -> None:
+        tree = self.state_tree
+        for prefix in ("trainable", "non_trainable"):
+            tree[prefix] = [jnp.asarray(arrays[f"{prefix}/{index}"], value.dtype)
+                            for index, value in enumerate(tree[prefix])]
+        tree["slots"] = [{name: jnp.asarray(arrays.get(f"slot/{index}/{name}", value))
+                          for name, value in slots.items()}
+                         for index, slots in enumerate(tree["slots"])]
+        if "step" in arrays:
+            tree["step"] = jnp.asarray(arrays["step"], jnp.int32)
+
+    def sync_model(self) -> None:
+        """Copies the trained state into the Keras variables (before saving or plain inference)."""
+        for prefix, variables in (("trainable", self.model.trainable_variables),
+                                  ("non_trainable", self.model.non_trainable_variables)):
+            for variable, value in zip(variables, self.state_tree[prefix]):
+                variable.assign(value)

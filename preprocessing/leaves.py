@@ -1,0 +1,345 @@
+"""Stage 04 leaves: the winners' GBDT leaf features, appended to the field files as 30 fields.
+
+Reads: `03_hash/` (field files), `04_export/{split}.gbdt.npy` (the winners' 13 + K GBDT inputs).
+Writes `04_leaves/`, readable like `03_hash/` with `open_field_files`:
+- `{split}.fields.npy`: int32 [rows, 39 + trees], the hashed fields then one field per tree;
+- `field_spec.json`: the 03 spec with fields T1..T30 (kind "leaf") appended; `extra.leaves`
+  records the mode, folds, library and tree settings;
+- `{split}.labels.npy`, `{split}.ids.npy`, `{split}.ints.npy`: hard links to (or copies of) 03's;
+- `{split}.leaves.npy`: uint16 [rows, trees], the leaf reached in each tree, as a heap node number
+  (root 1, children 2i and 2i+1: the winners' leaf ids, 128..255 for depth-7 leaves);
+- `gbdt.json` (the model that gives validation/test leaves, xgboost JSON), `gbdt.fold<k>.json` and
+  `train.folds.npy` (uint8 fold of every training row) in out_of_fold mode; `leaves.json`
+  (per tree: the leaf ids, local ids and training counts); `{split}.ffm` with `leaves.libffm`.
+
+The winners (3 Idiots, solvers/gbdt) fitted 30 trees of depth 7 with Friedman's LK-TreeBoost:
+Newton leaf values, no shrinkage, no subsampling, no minimum leaf size, no regularisation, base
+score the training log-odds. Here: xgboost with `eta` 1, depthwise growth to depth 7,
+`lambda` 0, `min_child_weight` 0, `gamma` 0, no subsampling and `base_score` the training rate,
+so leaf values are the same Newton steps; the split gain differs (xgboost's Newton gain
+G^2/H where the winners maximised the gradient variance sl^2/nl + sr^2/nr), and `hist` bins the
+integer columns into 256 quantiles (`tree_method: exact` searches every threshold, like the
+winners, but needs the GBDT matrix in RAM).
+
+Each tree t becomes a categorical field keyed "t:leaf" (t from 1, leaf the heap number), hashed
+with the 03 hash mode and numbered like the other fields: local id 0 = a leaf no training row
+reached (OOV), 1 = rare (unused: the winners kept every leaf), 2.. = leaves in ascending hash order.
+Modes: `in_sample` (the winners: the trees saw the training rows whose leaves they give) and
+`out_of_fold` (training rows split into K random folds; a row's leaves come from the trees fitted
+on the other folds; validation and test rows use the trees fitted on all training rows). Trees of
+different fit share the "t:leaf" keys, so a key means "leaf l of the t-th tree" of whichever model
+gave it; trees fitted on 80% and 100% of the rows split alike near the root and drift deeper down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import typing
+from pathlib import Path
+
+import numpy as np
+import xgboost as xgb
+from sklearn.metrics import log_loss
+
+from preprocessing import export, field_spec, keys
+from stages import config as config_lib
+from stages import settings
+from stages.manifest import Stage
+from stages.paths import stage_dir
+
+CODE = ["preprocessing/leaves.py", "preprocessing/field_spec.py", "preprocessing/keys.py",
+        "preprocessing/export.py"]
+CHUNK_ROWS = 1 << 18
+
+
+@dataclasses.dataclass(frozen=True)
+class LeavesConfig:
+    """The `leaves:` section of the pipeline config (stage 04_leaves)."""
+    mode: typing.Literal["in_sample", "out_of_fold"] = "in_sample"
+    folds: int = 5  # out_of_fold only
+    trees: int = 30
+    max_depth: int = 7
+    learning_rate: float = 1.0  # the winners: no shrinkage
+    reg_lambda: float = 0.0
+    min_child_weight: float = 0.0
+    tree_method: typing.Literal["hist", "approx", "exact"] = "hist"
+    max_bin: int = 256
+    threads: int = 0  # 0 = all cores
+    libffm: bool = False  # also write {split}.ffm with the 69 fields (for ffm-train)
+
+    def __post_init__(self):
+        if self.trees < 1 or not 1 <= self.max_depth <= 15:
+            raise ValueError("config.leaves: trees >= 1 and 1 <= max_depth <= 15 required")
+        if self.mode == "out_of_fold" and self.folds < 2:
+            raise ValueError(f"config.leaves.folds: {self.folds}; out_of_fold needs >= 2")
+
+
+# ---------------------------------------------------------------------------------------------
+# Data feeding (shared with models/gbdt.py)
+
+class ChunkIterator(xgb.DataIter):
+    """Feeds xgboost a memmapped matrix chunk by chunk, optionally only the rows of a mask.
+
+    Args:
+        matrix: float32 [rows, columns] (memmap); labels: [rows] or None.
+        keep: bool [rows] or None (all rows).
+        batch_info: passed with every batch (xgboost takes feature_names/feature_types there).
+    """
+
+    def __init__(self, matrix, labels=None, keep=None, chunk_rows: int = CHUNK_ROWS,
+                 **batch_info):
+        self.matrix, self.labels, self.keep, self.chunk_rows = matrix, labels, keep, chunk_rows
+        self.batch_info = batch_info
+        self.position = 0
+        super().__init__()
+
+    def next(self, input_data) -> bool:
+        if self.position >= len(self.matrix):
+            return False
+        stop = self.position + self.chunk_rows
+        rows = slice(self.position, stop)
+        data = np.asarray(self.matrix[rows])
+        labels = None if self.labels is None else np.asarray(self.labels[rows], np.float32)
+        if self.keep is not None:
+            keep = np.asarray(self.keep[rows])
+            data = data[keep]
+            labels = None if labels is None else labels[keep]
+        self.position = stop
+        input_data(data=data, label=labels, **self.batch_info)
+        return True
+
+    def reset(self) -> None:
+        self.position = 0
+
+
+def training_matrix(matrix, labels, keep, tree_method: str, max_bin: int, threads: int):
+    """A DMatrix of the kept rows: quantised (QuantileDMatrix, streamed) unless `exact`."""
+    iterator = ChunkIterator(matrix, labels, keep)
+    if tree_method == "exact":
+        return xgb.DMatrix(iterator, nthread=threads)
+    return xgb.QuantileDMatrix(iterator, max_bin=max_bin, nthread=threads)
+
+
+# ---------------------------------------------------------------------------------------------
+# Trees and leaves
+
+def tree_parameters(config: LeavesConfig, base_score: float, seed: int) -> dict:
+    return {"objective": "binary:logistic", "eta": config.learning_rate,
+            "max_depth": config.max_depth, "grow_policy": "depthwise",
+            "lambda": config.reg_lambda, "alpha": 0.0, "gamma": 0.0,
+            "min_child_weight": config.min_child_weight, "subsample": 1.0,
+            "colsample_bytree": 1.0, "tree_method": config.tree_method,
+            "max_bin": config.max_bin, "base_score": base_score, "seed": seed,
+            "nthread": config.threads or os.cpu_count(), "eval_metric": "logloss"}
+
+
+def fit_trees(matrix, labels, keep, config: LeavesConfig, seed: int) -> xgb.Booster:
+    """Fits the winners' trees on the rows where `keep` is true (all rows when None)."""
+    kept_labels = labels if keep is None else np.asarray(labels)[np.asarray(keep)]
+    rate = float(np.mean(kept_labels))
+    threads = config.threads or os.cpu_count()
+    data = training_matrix(matrix, labels, keep, config.tree_method, config.max_bin, threads)
+    return xgb.train(tree_parameters(config, rate, seed), data, num_boost_round=config.trees)
+
+
+def heap_numbers(booster: xgb.Booster) -> list[np.ndarray]:
+    """Per tree, an array xgboost node id -> heap number (root 1, "yes" child 2i, "no" 2i+1).
+
+    xgboost numbers nodes in creation order; the heap number is the winners' leaf id. "yes" is
+    `x < threshold`, the winners' left branch.
+    """
+    tables = []
+    for dump in booster.get_dump(dump_format="json"):
+        nodes, stack = {}, [(json.loads(dump), 1)]
+        while stack:
+            node, heap = stack.pop()
+            nodes[node["nodeid"]] = heap
+            for child in node.get("children", []):
+                stack.append((child, 2 * heap if child["nodeid"] == node["yes"] else 2 * heap + 1))
+        table = np.zeros(max(nodes) + 1, np.uint16)
+        table[list(nodes)] = list(nodes.values())
+        tables.append(table)
+    return tables
+
+
+def predict_leaves(booster: xgb.Booster, matrix, out, rows=None) -> None:
+    """Heap leaf numbers uint16 [len(rows), trees] of `matrix[rows]` written into `out[rows]`."""
+    tables = heap_numbers(booster)
+    rows = np.arange(len(matrix)) if rows is None else rows
+    for start in range(0, len(rows), CHUNK_ROWS):
+        chunk = rows[start:start + CHUNK_ROWS]
+        contiguous = len(chunk) and chunk[-1] - chunk[0] == len(chunk) - 1
+        data = np.asarray(matrix[chunk[0]:chunk[-1] + 1] if contiguous else matrix[chunk])
+        nodes = booster.predict(xgb.DMatrix(data), pred_leaf=True).astype(np.int64)
+        nodes = nodes.reshape(len(chunk), len(tables))
+        out[chunk] = np.stack([table[nodes[:, tree]] for tree, table in enumerate(tables)], 1)
+
+
+def leaf_vocabulary(train_leaves, trees: int, hashing: dict) -> list[dict]:
+    """Per tree: the leaves training rows reached, their "t:leaf" hashes and local ids.
+
+    Returns [{"leaves": heap numbers, "ids": local ids, "counts": training rows, "size": ids in
+    the field (2 reserved + distinct hashes)}] in tree order.
+    """
+    counts = np.zeros((trees, 1 << 16), np.int64)
+    for start in range(0, len(train_leaves), CHUNK_ROWS):
+        block = np.asarray(train_leaves[start:start + CHUNK_ROWS])
+        for tree in range(trees):
+            counts[tree] += np.bincount(block[:, tree], minlength=1 << 16)
+    vocabulary = []
+    for tree in range(trees):
+        leaves = np.flatnonzero(counts[tree])
+        hashes = np.array([keys.hash_key(f"{tree + 1}:{leaf}", hashing["mode"],
+                                         hashing["md5_bins"]) for leaf in leaves], np.uint64)
+        distinct = np.unique(hashes)
+        vocabulary.append({"leaves": leaves.tolist(),
+                           "ids": (field_spec.FIRST_VALUE_ID
+                                   + np.searchsorted(distinct, hashes)).tolist(),
+                           "counts": counts[tree, leaves].tolist(),
+                           "size": field_spec.FIRST_VALUE_ID + len(distinct)})
+    return vocabulary
+
+
+def leaf_spec(spec: field_spec.FieldSpec, vocabulary: list[dict], provenance: dict):
+    names = [(f"T{tree + 1}", "leaf", entry["size"]) for tree, entry in enumerate(vocabulary)]
+    taken = set(spec.field_names) & {name for name, _, _ in names}
+    if taken:
+        raise ValueError(f"03_hash/field_spec.json already has fields {sorted(taken)}")
+    extended = spec.with_fields(names, leaves=provenance)
+    return dataclasses.replace(extended, min_count={**extended.min_count, "leaf": 1})
+
+
+def write_fields(path: Path, base_fields, leaves, vocabulary: list[dict], offsets) -> np.ndarray:
+    """int32 [rows, F + trees]: the 03 fields, then global ids of each tree's leaf."""
+    tables = np.zeros((len(vocabulary), 1 << 16), np.int32)  # heap number -> local id (0: OOV)
+    for tree, entry in enumerate(vocabulary):
+        tables[tree, entry["leaves"]] = entry["ids"]
+    rows, width = base_fields.shape
+    out = np.lib.format.open_memmap(path, "w+", np.int32, (rows, width + len(vocabulary)))
+    tree_index = np.arange(len(vocabulary))
+    for start in range(0, rows, CHUNK_ROWS):
+        stop = min(start + CHUNK_ROWS, rows)
+        out[start:stop, :width] = base_fields[start:stop]
+        block = np.asarray(leaves[start:stop])
+        out[start:stop, width:] = tables[tree_index, block] + np.asarray(offsets, np.int32)
+    out.flush()
+    return out
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+# ---------------------------------------------------------------------------------------------
+# The stage
+
+def build(tag: str, config: LeavesConfig, seed: int, out: Path) -> field_spec.FieldSpec:
+    hash_dir, export_dir = stage_dir(tag, "03_hash"), stage_dir(tag, "04_export")
+    spec, splits = field_spec.open_field_files(hash_dir)
+    matrices = {}
+    for split in field_spec.SPLITS:
+        path = export_dir / f"{split}.gbdt.npy"
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: missing; stage 04_export must run with "
+                                    "export.gbdt: true")
+        matrices[split] = np.load(path, mmap_mode="r")
+    labels = np.asarray(splits["train"].labels)
+    leaves = {split: np.lib.format.open_memmap(out / f"{split}.leaves.npy", "w+", np.uint16,
+                                               (spec.rows[split], config.trees))
+              for split in field_spec.SPLITS}
+    model = fit_trees(matrices["train"], labels, None, config, seed)
+    model.save_model(out / "gbdt.json")
+    for split in ("valid", "test"):
+        predict_leaves(model, matrices[split], leaves[split])
+    if config.mode == "in_sample":
+        predict_leaves(model, matrices["train"], leaves["train"])
+    else:
+        folds = np.random.default_rng(seed).integers(config.folds, size=len(labels), dtype=np.uint8)
+        np.save(out / "train.folds.npy", folds)
+        for fold in range(config.folds):
+            fold_model = fit_trees(matrices["train"], labels, folds != fold, config, seed)
+            fold_model.save_model(out / f"gbdt.fold{fold}.json")
+            predict_leaves(fold_model, matrices["train"], leaves["train"],
+                           np.flatnonzero(folds == fold))
+    vocabulary = leaf_vocabulary(leaves["train"], config.trees, spec.hashing)
+    (out / "leaves.json").write_text(json.dumps(vocabulary) + "\n")
+    provenance = {**config_lib.to_dict(config), "library": f"xgboost {xgb.__version__}",
+                  "seed": seed, "valid_logloss": gbdt_logloss(model, matrices["valid"],
+                                                              splits["valid"].labels)}
+    if config.mode == "in_sample":
+        provenance["folds"] = None
+    new_spec = leaf_spec(spec, vocabulary, provenance)
+    offsets = new_spec.offsets[spec.num_fields:]
+    for split, arrays in splits.items():
+        fields = write_fields(out / f"{split}.fields.npy", arrays.fields, leaves[split],
+                              vocabulary, offsets)
+        for name, path in field_spec.split_paths(hash_dir, split).items():
+            if name != "fields" and path.exists():
+                link_or_copy(path, out / path.name)
+        if config.libffm:
+            export.write_libffm(out / f"{split}.ffm", dataclasses.replace(arrays, fields=fields))
+    new_spec.write(out)
+    return new_spec
+
+
+def gbdt_logloss(model: xgb.Booster, matrix, labels) -> float:
+    """Validation logloss of the leaf model itself (a diagnostic: the winners' GBDT alone)."""
+    predictions = np.concatenate([
+        model.predict(xgb.DMatrix(np.asarray(matrix[start:start + CHUNK_ROWS])))
+        for start in range(0, len(matrix), CHUNK_ROWS)])
+    return float(log_loss(np.asarray(labels), predictions.astype(np.float64), labels=[0, 1]))
+
+
+def load_config(args) -> tuple[settings.PipelineConfig, LeavesConfig]:
+    """The pipeline config and its leaves section from the shared stage command line.
+
+    Until `stages/settings.py` has a `leaves` section, `--set leaves.*` overrides are read here
+    and kept away from the pipeline config (which rejects unknown sections).
+    """
+    if _has_leaves_section():
+        pipeline = settings.from_args(args)
+        return pipeline, pipeline.leaves
+    own = [item for item in args.set if item.startswith("leaves.")]
+    pipeline = settings.load_pipeline_config(args.config,
+                                             [item for item in args.set if item not in own])
+    data = {}
+    for item in own:
+        data = config_lib.merge(data, config_lib.parse_override(item))
+    return pipeline, config_lib.build(LeavesConfig, data.get("leaves", {}), ".leaves")
+
+
+def _has_leaves_section() -> bool:
+    return "leaves" in {field.name for field in dataclasses.fields(settings.PipelineConfig)}
+
+
+def make_stage(tag: str, config: settings.PipelineConfig,
+               leaves: LeavesConfig | None = None) -> Stage:
+    """The 04_leaves stage; `leaves` defaults to the pipeline config's section."""
+    if leaves is None:
+        leaves = config.leaves if _has_leaves_section() else LeavesConfig()
+    return Stage(tag, "04_leaves", {**config_lib.to_dict(leaves), "seed": config.seed},
+                 [stage_dir(tag, "03_hash"), stage_dir(tag, "04_export")], CODE)
+
+
+def main(argv=None) -> None:
+    args = settings.stage_parser(__doc__.splitlines()[0]).parse_args(argv)
+    pipeline, config = load_config(args)
+    stage = make_stage(args.tag, pipeline, config)
+    if not stage.should_run(args.force):
+        return
+    with stage.build() as out:
+        spec = build(args.tag, config, pipeline.seed, out)
+        stage.record(rows=spec.rows, leaves=spec.extra["leaves"],
+                     leaf_field_sizes=spec.vocabulary_sizes[-config.trees:])
+    print(f"  {config.trees} leaf fields ({config.mode}), {spec.num_fields} fields, "
+          f"GBDT valid logloss {spec.extra['leaves']['valid_logloss']:.5f}")
+
+
+if __name__ == "__main__":
+    main()

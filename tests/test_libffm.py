@@ -1,0 +1,231 @@
+"""The libFFM-algorithm trainer: one update against a brute-force gradient, learning a planted
+field interaction, auto-stop, the libFFM text path, the binary engine's command lines."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
+from sklearn.preprocessing import OneHotEncoder
+
+from models import libffm
+from preprocessing import field_spec, leaves
+from stages.paths import stage_dir
+from tests.test_leaves import staged  # noqa: F401  (the module-scoped staged data)
+
+ONE_THREAD = {"threads": 1, "seed": 3}
+
+
+def brute_force_objective(weights, ids, fields, values, label, r, l2):
+    """libffm's per-instance objective in float64: logloss of phi plus l2/2 ||w||^2 for every
+    weight vector each pair uses (its L2 sits inside each pair's gradient)."""
+    y = 1.0 if label else -1.0
+    phi, penalty = 0.0, 0.0
+    for a in range(len(ids)):
+        for b in range(a + 1, len(ids)):
+            left, right = weights[ids[a], fields[b]], weights[ids[b], fields[a]]
+            phi += left @ right * values[a] * values[b] * r
+            penalty += 0.5 * l2 * (left @ left + right @ right)
+    return np.log1p(np.exp(-y * phi)) + penalty, phi
+
+
+def numeric_gradient(weights, *instance, step=1e-6):
+    gradient = np.zeros_like(weights)
+    for index in np.ndindex(weights.shape):
+        up, down = weights.copy(), weights.copy()
+        up[index] += step
+        down[index] -= step
+        gradient[index] = (brute_force_objective(up, *instance)[0]
+                           - brute_force_objective(down, *instance)[0]) / (2 * step)
+    return gradient
+
+
+# One row of 3 features: the field-file kernels (fields 0, 1, 2, values 1, r = 1/3) and the
+# general libFFM-text kernels (any fields and values, r = 1/||x||^2); k = 6 uses two lane
+# blocks, the second one padded.
+INSTANCES = {
+    "fields": (np.array([0, 3, 6]), np.array([0, 1, 2]), np.ones(3)),
+    "text": (np.array([5, 3, 6]), np.array([2, 0, 1]), np.array([0.5, 2.0, 1.5]))}
+
+
+@pytest.mark.parametrize("kind", INSTANCES)
+@pytest.mark.parametrize("k", [4, 6])
+def test_one_update_matches_adagrad_on_the_brute_force_gradient(kind, k):
+    n, label, eta, l2 = 7, 1, 0.2, 0.05
+    ids, fields, values = INSTANCES[kind]
+    r = 1 / float(values @ values)
+    model = libffm.ModelConfig(k=k, init_scale=2.0)
+    train = libffm.TrainConfig(learning_rate=eta, l2=l2, **ONE_THREAD)
+    state = libffm.initial_state(n, 3, model, seed=0)
+    before = libffm._get_weights(state, k).astype(np.float64)
+    if kind == "fields":
+        rows = libffm.FieldRows(ids[None].astype(np.int32), np.array([label], np.uint8))
+    else:
+        rows = libffm.SparseRows(np.array([0, 3]), ids.astype(np.int32), fields.astype(np.int32),
+                                 values.astype(np.float32), np.array([label], np.uint8))
+    loss, phi = brute_force_objective(before, ids, fields, values, label, r, 0.0)
+    np.testing.assert_allclose(rows.predict(state, model), [1 / (1 + np.exp(-phi))], rtol=1e-5)
+
+    returned = rows.train(state, np.array([0]), model, train)
+
+    gradient = numeric_gradient(before, ids, fields, values, label, r, l2)
+    accumulators = 1.0 + gradient ** 2
+    expected = before - eta * gradient / np.sqrt(accumulators)
+    assert returned == pytest.approx(loss, rel=1e-5)
+    np.testing.assert_allclose(libffm._get_weights(state, k), expected, rtol=1e-4, atol=1e-6)
+    got_accumulators = state[:, :, :, 1, :].reshape(n, 3, -1)[:, :, :k]
+    np.testing.assert_allclose(got_accumulators, accumulators, rtol=1e-4)
+    assert np.count_nonzero(gradient) == 2 * 3 * k  # 3 pairs x 2 vectors touched, nothing else
+
+
+def planted_interactions(rows, seed, fields=4, values=12):
+    """Labels from products of per-value signs of field pairs (0,1) and (2,3): an XOR-like
+    interaction with no main effect, so LR on one-hot features cannot fit it."""
+    rng = np.random.default_rng(seed)
+    half = np.repeat([-1.0, 1.0], values // 2)  # balanced: a value alone says nothing
+    signs = np.stack([np.random.default_rng(field).permutation(half) for field in range(fields)])
+    local = rng.integers(values, size=(rows, fields))
+    logit = 2.0 * (signs[0, local[:, 0]] * signs[1, local[:, 1]]
+                   + signs[2, local[:, 2]] * signs[3, local[:, 3]]) - 1.0
+    labels = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(np.uint8)
+    return (local + values * np.arange(fields)).astype(np.int32), labels
+
+
+def test_ffm_learns_a_planted_interaction_that_lr_and_a_constant_cannot():
+    train_ids, train_labels = planted_interactions(20_000, seed=1)
+    valid_ids, valid_labels = planted_interactions(5_000, seed=2)
+    model = libffm.ModelConfig()
+    state = libffm.initial_state(48, 4, model, seed=0)
+    result = libffm.fit(state, libffm.FieldRows(train_ids, train_labels),
+                        libffm.FieldRows(valid_ids, valid_labels), model,
+                        libffm.TrainConfig(epochs=8, auto_stop=False, threads=2), None)
+    ffm = result.history[-1]["valid_logloss"]
+    encoder = OneHotEncoder().fit(train_ids)
+    lr = LogisticRegression(max_iter=1000).fit(encoder.transform(train_ids), train_labels)
+    lr_loss = log_loss(valid_labels, lr.predict_proba(encoder.transform(valid_ids))[:, 1])
+    constant = log_loss(valid_labels, np.full(len(valid_labels), train_labels.mean()))
+    assert lr_loss > constant - 0.01  # the planted signal is invisible to a linear model
+    assert ffm < lr_loss - 0.1, (ffm, lr_loss, constant)
+
+
+def test_auto_stop_keeps_the_epoch_before_the_validation_loss_rose(tmp_path):
+    train_ids, train_labels = planted_interactions(5_000, seed=1)
+    valid_ids, valid_labels = planted_interactions(2_000, seed=2)
+    flipped = libffm.FieldRows(valid_ids, 1 - valid_labels)  # learning makes this loss rise
+    model = libffm.ModelConfig()
+    state = libffm.initial_state(48, 4, model, seed=0)
+    result = libffm.fit(state, libffm.FieldRows(train_ids, train_labels), flipped, model,
+                        libffm.TrainConfig(epochs=10, **ONE_THREAD), tmp_path / "model.npy")
+    losses = [entry["valid_logloss"] for entry in result.history]
+    rise = next(epoch for epoch in range(1, len(losses)) if losses[epoch] > losses[epoch - 1])
+    assert result.stopped_early and len(losses) == rise + 1 < 10
+    assert result.best_epoch == rise
+    kept = log_loss(flipped.labels, flipped.predict(state, model).astype(np.float64))
+    assert kept == pytest.approx(losses[rise - 1], rel=1e-6)
+    np.testing.assert_array_equal(np.load(tmp_path / "model.npy"), libffm._get_weights(state, 4))
+
+
+def test_fixed_epochs_without_auto_stop_run_them_all(tmp_path):
+    train_ids, train_labels = planted_interactions(2_000, seed=1)
+    valid_ids, valid_labels = planted_interactions(500, seed=2)
+    state = libffm.initial_state(48, 4, libffm.ModelConfig(), seed=0)
+    result = libffm.fit(state, libffm.FieldRows(train_ids, train_labels),
+                        libffm.FieldRows(valid_ids, 1 - valid_labels), libffm.ModelConfig(),
+                        libffm.TrainConfig(epochs=4, auto_stop=False, **ONE_THREAD),
+                        tmp_path / "model.npy")
+    assert len(result.history) == 4 and not result.stopped_early and result.best_epoch == 4
+
+
+def write_text(path, ids, labels):
+    with open(path, "w") as handle:
+        handle.writelines(f"{label} " + " ".join(f"{f}:{j}:1" for f, j in enumerate(row)) + "\n"
+                          for row, label in zip(ids, labels))
+
+
+def test_text_input_trains_like_the_field_files(tmp_path):
+    ids, labels = planted_interactions(3_000, seed=1)
+    write_text(tmp_path / "train.ffm", ids, labels)
+    text = libffm.convert_text(tmp_path / "train.ffm", tmp_path / "cache")
+    np.testing.assert_array_equal(text.labels, labels)
+    np.testing.assert_array_equal(np.asarray(text.ids).reshape(ids.shape), ids)
+    model, train = libffm.ModelConfig(), libffm.TrainConfig(shuffle_block_rows=1000, **ONE_THREAD)
+    states = []
+    for rows in (libffm.FieldRows(ids, labels), text):
+        state = libffm.initial_state(48, 4, model, seed=0)
+        libffm.train_epoch(state, rows, model, train, epoch=1)
+        states.append(state)
+    # Same algorithm and order; the two kernels round in a different order (float32).
+    np.testing.assert_allclose(states[0], states[1], rtol=1e-4, atol=1e-6)
+
+
+def test_text_reader_handles_values_chunks_and_reports_bad_lines(tmp_path, monkeypatch):
+    monkeypatch.setattr(libffm, "TEXT_CHUNK_BYTES", 16)  # lines straddle chunk boundaries
+    path = tmp_path / "a.ffm"
+    path.write_text("1 0:5:0.5 2:7:1.5e1\n0 1:3:1\n-1 0:2:2 1:4:1")  # no final newline
+    rows = libffm.convert_text(path, tmp_path / "cache")
+    assert list(rows.labels) == [1, 0, 0] and list(rows.indptr) == [0, 2, 3, 5]
+    assert list(rows.fields) == [0, 2, 1, 0, 1] and list(rows.ids) == [5, 7, 3, 2, 4]
+    np.testing.assert_allclose(rows.values, [0.5, 15.0, 1.0, 2.0, 1.0])
+    path.write_text("1 0:5:1\n1 0:5\n")
+    with pytest.raises(ValueError, match=r"a.ffm:2: not a libFFM line"):
+        libffm.convert_text(path, tmp_path / "cache")
+
+
+def test_binary_engine_runs_ffm_train_with_the_libffm_options(tmp_path):
+    config = libffm.LibffmConfig(data=libffm.DataConfig(stage="04_export", format="text"),
+                                 train=libffm.TrainConfig(epochs=18, auto_stop=False, threads=8))
+    train, *predicts = libffm.binary_commands(config, tmp_path, tmp_path / "out")
+    assert train == ["ffm-train", "-k", "4", "-t", "18", "-r", "0.2", "-l", "2e-05", "-s", "8",
+                     "-p", str(tmp_path / "valid.ffm"), str(tmp_path / "train.ffm"),
+                     str(tmp_path / "out" / "model.txt")]
+    assert predicts[1][:2] == ["ffm-predict", str(tmp_path / "test.ffm")]
+    winners = libffm.LibffmConfig(data=config.data, model=libffm.ModelConfig(init_scale=0.5))
+    with pytest.raises(ValueError, match="model.init_scale"):
+        libffm.binary_commands(winners, tmp_path, tmp_path)
+
+
+def test_presets_load_strictly():
+    config = libffm.load_config(libffm.CONFIG_DIR / "libffm_winners.yaml")
+    assert (config.model.normalization_scale, config.model.init_scale) == (2.0, 0.5)
+    assert (config.train.epochs, config.train.learning_rate, config.train.auto_stop) == \
+        (11, 0.1, False)
+    with pytest.raises(ValueError, match="unknown key"):
+        libffm.load_config(libffm.CONFIG_DIR / "libffm.yaml", overrides=["train.eta=0.1"])
+
+
+def test_entry_point_trains_on_leaf_fields_and_on_libffm_text(staged):  # noqa: F811
+    leaves.main(["--tag", "t", "--set", "leaves.trees=4"])
+    spec = field_spec.FieldSpec.load(stage_dir("t", "04_leaves"))
+    out = stage_dir("t", "05_train", "libffm")
+    for options in ([], ["--set", "data.stage=04_export", "--set", "data.format=text"]):
+        libffm.main(["--tag", "t", "--model", "libffm", "--preset", "demo", *options])
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["valid_logloss"] < metrics["constant_logloss"] - 0.02
+        assert np.load(out / "test.pred.npy").shape == (spec.rows["test"],)
+        history = np.loadtxt(out / "history.csv", delimiter=",", skiprows=1, ndmin=2)
+        assert metrics["valid_logloss"] == pytest.approx(history[metrics["best_epoch"] - 1, 2])
+    assert np.load(out / "model.npy").shape[1:] == (39, 4)  # text: fields of the 39-field file
+
+
+def test_binary_engine_publishes_what_ffm_predict_wrote(staged, tmp_path, monkeypatch):  # noqa: F811
+    """Stand-in ffm-train / ffm-predict scripts: the run, its log and the outputs are wired."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ffm-train").write_text(
+        '#!/bin/sh\nfor last; do :; done\necho model > "$last"\n'
+        'printf "iter   tr_logloss   va_logloss\\n   1  0.50000  0.49000\\n'
+        '   2  0.45000  0.49500\\nAuto-stop. Use model at 1th iteration.\\n"\n')
+    (bin_dir / "ffm-predict").write_text("#!/bin/sh\nawk '{print 0.25}' \"$1\" > \"$3\"\n")
+    for program in bin_dir.iterdir():
+        program.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    libffm.main(["--tag", "t", "--model", "libffm", "--set", "train.engine=binary", "--set",
+                 "data.stage=04_export", "--set", "data.format=text"])
+    out = stage_dir("t", "05_train", "libffm")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (out / "model.txt").read_text() == "model\n"
+    np.testing.assert_array_equal(np.load(out / "valid.pred.npy"),
+                                  np.full(metrics["valid_rows"], 0.25, np.float32))
+    assert metrics["stopped_early"] and metrics["best_epoch"] == 1 and metrics["epochs"] == 2

@@ -1,0 +1,240 @@
+"""The training runner (`python -m models.train`) on tiny field files built here.
+
+Covers: outputs and metrics of a published model, skip when up to date, strict configs, early
+stopping with best weights restored, resume after a kill == uninterrupted run, the batch stream,
+and a JAX-backend run of the train-step tests in a subprocess.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import yaml
+
+from models import data
+from models.runner_config import (
+    CONFIG_DIR,
+    RunnerConfig,
+    TrainConfig,
+    load_runner_config,
+)
+from models.train import main, train_model
+from preprocessing.field_spec import Field, FieldSpec
+from stages.paths import REPO_ROOT, stage_dir
+
+MODEL_IDS = ("lr", "fm", "ffm", "kfm_mat", "kfm_vec", "kfm_num", "nifm", "fnn", "ccpm", "afm",
+             "deepfm", "ipnn", "kpnn_mat", "kpnn_vec", "kpnn_num", "pin")
+SIZES = (12, 30, 50, 7, 80)
+
+
+def make_field_files(tag: str, rows=(4000, 1000, 500), seed=0, noise=False) -> FieldSpec:
+    """Writes artifacts/<tag>/03_hash/ as stage 03 would (spec, arrays, a manifest).
+
+    Labels follow a logistic model of the ids (learnable), or with `noise` are coin flips while
+    field 0 gives nearly every training row its own id (a model can only memorise).
+    """
+    directory = stage_dir(tag, "03_hash")
+    directory.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    sizes = (rows[0],) + SIZES[1:] if noise else SIZES
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    weights = rng.normal(0.0, 1.0, sum(sizes))
+    label_rate = {}
+    for split, count in zip(("train", "valid", "test"), rows):
+        local = np.floor(np.asarray(sizes) ** rng.random((count, len(sizes)))).astype(np.int64)
+        if noise:
+            local[:, 0] = rng.integers(0, sizes[0], count)
+        ids = (local + offsets).astype(np.int32)
+        if noise:
+            labels = rng.random(count) < 0.3
+        else:
+            labels = rng.random(count) < 1 / (1 + np.exp(1.0 - weights[ids].sum(1)))
+        np.save(directory / f"{split}.fields.npy", ids)
+        np.save(directory / f"{split}.ids.npy", np.arange(count, dtype=np.int64))
+        if split != "test":
+            np.save(directory / f"{split}.labels.npy", labels.astype(np.uint8))
+            label_rate[split] = float(labels.mean())
+    spec = FieldSpec(fields=tuple(Field(f"C{index}", "cat", size, int(offset))
+                                  for index, (size, offset) in enumerate(zip(sizes, offsets))),
+                     rows=dict(zip(("train", "valid", "test"), rows)), hashing={"mode": "xxh64"},
+                     min_count={"cat": 1}, label_rate=label_rate, test_id_start=60_000_000)
+    spec.write(directory)
+    (directory / "manifest.json").write_text(json.dumps({"fingerprint": f"tiny-{seed}-{noise}"}))
+    return spec
+
+
+@pytest.fixture(autouse=True)
+def artifacts(tmp_path, monkeypatch):
+    monkeypatch.setenv("CRITEO_PNN_ARTIFACTS", str(tmp_path / "artifacts"))
+    return tmp_path / "artifacts"
+
+
+def write_model_yaml(path: Path, arch: str, train: dict, **model) -> Path:
+    path.write_text(yaml.safe_dump({"model": {"arch": arch, **model}, "train": train,
+                                    "presets": {"paper": {}, "demo": {"train": {"epochs": 1}}}}))
+    return path
+
+
+def test_published_model_beats_constant_and_reloads(tmp_path, capsys):
+    spec = make_field_files("tiny")
+    config = write_model_yaml(tmp_path / "lr.yaml", "lr", {"batch_size": 200, "epochs": 3,
+                                                           "learning_rate": 0.05})
+    main(["--tag", "tiny", "--model", "lr", "--config", str(config),
+          "--set", "train.eval_batch_size=300"])
+    out = stage_dir("tiny", "05_train", "lr")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["relative_information_gain"] > 0.05
+    assert metrics["valid_logloss"] < metrics["constant_logloss"]
+    assert 0.7 < metrics["valid_auc"] <= 1.0
+    assert metrics["epochs"] == 3 and metrics["steps"] == 60 and metrics["examples_per_second"] > 0
+    assert metrics["parameter_count"] == sum(spec.vocabulary_sizes) + 1
+    valid = np.load(out / "valid.pred.npy")
+    test = np.load(out / "test.pred.npy")
+    assert valid.dtype == np.float32 and valid.shape == (1000,) and test.shape == (500,)
+    assert 0 < valid.min() and valid.max() < 1
+    with open(out / "history.csv") as handle:
+        history = list(csv.DictReader(handle))
+    assert [float(row["epoch"]) for row in history] == [1.0, 2.0, 3.0]
+    assert float(history[-1]["valid_logloss"]) == pytest.approx(metrics["valid_logloss"])
+    assert (out / "learning_curve.png").stat().st_size > 1000
+    assert yaml.safe_load((out / "config.resolved.yaml").read_text())["train"]["batch_size"] == 200
+    if keras.backend.backend() == "tensorflow":
+        assert list((out / "tensorboard").iterdir())
+    reloaded = keras.saving.load_model(out / "model.keras")
+    valid_ids = np.load(stage_dir("tiny", "03_hash") / "valid.fields.npy")
+    again = keras.ops.sigmoid(reloaded.predict(valid_ids, verbose=0))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(again)[:, 0], valid, atol=1e-6)
+
+    main(["--tag", "tiny", "--model", "lr", "--config", str(config),
+          "--set", "train.eval_batch_size=300"])
+    assert "done, skipped" in capsys.readouterr().out
+    main(["--tag", "tiny", "--model", "lr", "--config", str(config),
+          "--set", "train.eval_batch_size=300", "--set", "train.epochs=1"])
+    assert "config changed: train.epochs" in capsys.readouterr().out
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 1
+
+
+def test_early_stopping_restores_best_weights():
+    make_field_files("noise", rows=(2000, 1000, 100), noise=True)
+    config = RunnerConfig(model={"arch": "lr"}, train=TrainConfig(
+        batch_size=100, epochs=8, learning_rate=0.3, early_stopping_patience=2,
+        eval_every_rows=1000, eval_batch_size=500))
+    metrics = train_model("noise", "lr", config)
+    losses = [row["valid_logloss"] for row in _history("noise", "lr")]
+    best = int(np.argmin(losses))
+    assert metrics["stopped_early"] and metrics["epochs"] < 8
+    assert len(losses) == best + 3  # two evaluations without improvement, then stop
+    assert metrics["valid_logloss"] == pytest.approx(losses[best], abs=1e-7)
+    assert metrics["best_epoch"] == pytest.approx((best + 1) / 2)
+
+
+def _history(tag, model_id):
+    with open(stage_dir(tag, "05_train", model_id) / "history.csv") as handle:
+        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(handle)]
+
+
+def test_resume_after_kill_ends_bit_identical():
+    make_field_files("straight", rows=(1500, 300, 100))
+    make_field_files("killed", rows=(1500, 300, 100))
+    config = RunnerConfig(model={"arch": "fm", "embedding_dim": 4}, train=TrainConfig(
+        batch_size=200, epochs=2, deterministic=True, checkpoint_every_steps=3,
+        shuffle_buffer_rows=512, eval_batch_size=300, learning_rate=0.01))
+    train_model("straight", "fm", config)
+    assert train_model("killed", "fm", config, interrupt_after_steps=10) is None
+    assert not stage_dir("killed", "05_train", "fm").exists()
+    train_model("killed", "fm", config, resume=True)
+    straight, resumed = (keras.saving.load_model(stage_dir(tag, "05_train", "fm") / "model.keras")
+                         for tag in ("straight", "killed"))
+    for expected, actual in zip(straight.get_weights(), resumed.get_weights()):
+        np.testing.assert_array_equal(expected, actual)
+    for name in ("valid.pred.npy", "test.pred.npy"):
+        np.testing.assert_array_equal(np.load(stage_dir("straight", "05_train", "fm") / name),
+                                      np.load(stage_dir("killed", "05_train", "fm") / name))
+    assert _history("straight", "fm")[-1]["valid_logloss"] == \
+        _history("killed", "fm")[-1]["valid_logloss"]
+
+
+def test_epoch_batches_cover_every_row_once_and_resume_mid_epoch():
+    fields = np.arange(1003 * 2, dtype=np.int32).reshape(1003, 2)
+    labels = np.zeros(1003, np.uint8)
+
+    def rows_of(batches):
+        # compact ids index unique_ids; map back to global ids, then to row numbers
+        return [batch.unique_ids[batch.compact_ids[:, 0]] // 2 for batch in batches]
+
+    epoch = list(data.epoch_batches(fields, labels, 64, 300, seed=1, epoch=0))
+    assert [len(batch.labels) for batch in epoch] == [64] * 15 + [43]
+    rows = np.concatenate(rows_of(epoch))
+    np.testing.assert_array_equal(np.sort(rows), np.arange(1003))
+    assert not np.array_equal(rows, np.arange(1003))
+    resumed = list(data.epoch_batches(fields, labels, 64, 300, seed=1, epoch=0, start_step=7))
+    assert [batch.step for batch in resumed] == list(range(8, 17))
+    for expected, actual in zip(rows_of(epoch)[7:], rows_of(resumed)):
+        np.testing.assert_array_equal(expected, actual)
+    other = np.concatenate(rows_of(data.epoch_batches(fields, labels, 64, 300, seed=1, epoch=1)))
+    assert not np.array_equal(rows, other)
+
+
+def test_compact_batch_padding_repeats_first_id_with_zero_count():
+    fields = np.array([[5, 9], [9, 7]], np.int32)
+    batch = data.compact_batch(fields, np.array([1, 0]), step=1, pad_limit=4)
+    np.testing.assert_array_equal(batch.unique_ids, [5, 7, 9, 5])
+    np.testing.assert_array_equal(batch.counts, [1, 1, 2, 0])
+    np.testing.assert_array_equal(batch.unique_ids[batch.compact_ids], fields)
+    assert data.padded_size(1000, 10**6) == 1024 and data.padded_size(1100, 10**6) == 1280
+
+
+def test_prefetch_yields_in_order_and_reraises():
+    def items():
+        yield from range(5)
+        raise RuntimeError("disk gone")
+
+    stream = data.prefetch(items(), depth=2)
+    assert [next(stream) for _ in range(5)] == list(range(5))
+    with pytest.raises(RuntimeError, match="disk gone"):
+        next(stream)
+
+
+def test_config_is_strict(tmp_path):
+    path = write_model_yaml(tmp_path / "lr.yaml", "lr", {"batch_size": 10})
+    assert load_runner_config(path, "demo").train.epochs == 1
+    with pytest.raises(ValueError, match="learning_rat"):
+        load_runner_config(path, overrides=["train.learning_rat=0.1"])
+    with pytest.raises(ValueError, match="model.embedding_dim is not a keyword of 'lr'"):
+        load_runner_config(write_model_yaml(tmp_path / "bad.yaml", "lr", {}, embedding_dim=4))
+    with pytest.raises(ValueError, match="no preset 'tiny'"):
+        load_runner_config(path, "tiny")
+    with pytest.raises(ValueError, match="batch_size: must be >= 1"):
+        load_runner_config(path, overrides=["train.batch_size=0"])
+
+
+def test_every_model_id_has_a_config_that_loads_in_both_presets():
+    from models import registry
+
+    assert set(MODEL_IDS) <= {path.stem for path in CONFIG_DIR.glob("*.yaml")}
+    for model_id in MODEL_IDS:
+        for preset in ("paper", "demo"):
+            config = load_runner_config(CONFIG_DIR / f"{model_id}.yaml", preset,
+                                        check_model=False)
+            if config.arch in registry.MODELS:  # the registry is filled by another issue
+                load_runner_config(CONFIG_DIR / f"{model_id}.yaml", preset)
+
+
+def test_train_step_under_jax_backend():
+    """The optimiser tests plus one published run, in a subprocess with KERAS_BACKEND=jax."""
+    environment = {**os.environ, "KERAS_BACKEND": "jax"}
+    tests = ["tests/test_optimizers.py",
+             "tests/test_runner.py::test_early_stopping_restores_best_weights"]
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             *tests], cwd=REPO_ROOT, env=environment, capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert " passed" in result.stdout
