@@ -10,7 +10,7 @@ from stages import settings
 # config) for stages with one unit per model / blend.
 STAGE_MODULES = ("preprocessing.raw", "preprocessing.split", "preprocessing.count",
                  "preprocessing.hash_fields", "preprocessing.export", "preprocessing.leaves",
-                 "models.train", "ensembles.calibrate", "ensembles.blend", "submissions.write",
+                 "models.stage", "ensembles.calibrate", "ensembles.blend", "submissions.write",
                  "submissions.upload")
 
 

@@ -1,0 +1,78 @@
+"""Stage 05 over the configured model list: each id goes to its learner's entry point.
+
+Keras models train with `models.train`, `libffm*` ids with `models.libffm` (the libFFM algorithm),
+`xgb*`/`lgbm*` ids with `models.gbdt`. `./run.sh` calls `python -m models.stage`; `--list` uses
+`make_stages`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+from preprocessing.field_spec import FieldSpec
+from stages import settings
+from stages.manifest import Stage
+from stages.paths import REPO_ROOT, stage_dir
+
+
+def learner(model_id: str) -> str:
+    """The module that trains `model_id`."""
+    if model_id.startswith("libffm"):
+        return "models.libffm"
+    if model_id.startswith(("xgb", "lgbm")):
+        return "models.gbdt"
+    return "models.train"
+
+
+def preset_for(tag: str, preset: str = "auto") -> str:
+    """auto: demo on the synthetic dataset (or before stage 03 exists), paper on real data."""
+    if preset != "auto":
+        return preset
+    try:
+        return "demo" if FieldSpec.load(stage_dir(tag, "03_hash")).extra.get("source") \
+            in (None, "synthetic") else "paper"
+    except FileNotFoundError:
+        return "demo"
+
+
+def _load(model_id: str, preset: str):
+    module = importlib.import_module(learner(model_id))
+    path = REPO_ROOT / "configs" / "models" / f"{model_id}.yaml"
+    if module.__name__ == "models.train":
+        from models.runner_config import load_runner_config
+        return module, load_runner_config(path, preset)
+    return module, module.load_config(path, preset)
+
+
+def make_stages(tag: str, config: settings.PipelineConfig) -> list[Stage]:
+    stages = []
+    for model_id in config.models:
+        module, model_config = _load(model_id, preset_for(tag))
+        if module.__name__ == "models.train":
+            stages.append(Stage(tag, "05_train", module.stage_config(model_id, model_config),
+                                inputs=[stage_dir(tag, "03_hash")], code=["models"],
+                                unit=model_id))
+        else:
+            stages.append(module.stage_for(tag, model_id, model_config))
+    return stages
+
+
+def main(argv=None) -> None:
+    parser = settings.stage_parser(__doc__.splitlines()[0])
+    parser.add_argument("--model", help="train only this model id")
+    parser.add_argument("--preset", default="auto", help="auto, paper or demo")
+    parser.add_argument("--resume", action="store_true", help="Keras models: resume a checkpoint")
+    args = parser.parse_args(argv)
+    config = settings.from_args(args)
+    preset = preset_for(args.tag, args.preset)
+    for model_id in [args.model] if args.model else config.models:
+        module, model_config = _load(model_id, preset)
+        options = {"force": args.force}
+        if module.__name__ == "models.train":
+            options["resume"] = args.resume
+        module.train_model(args.tag, model_id, model_config, **options)
+
+
+if __name__ == "__main__":
+    main()
