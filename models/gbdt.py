@@ -114,6 +114,9 @@ class RawColumns:
     def __len__(self) -> int:
         return self.rows
 
+    def head(self, rows: int) -> RawColumns:
+        return RawColumns(self.split, self.code_of_id, min(rows, self.rows))
+
     def __getitem__(self, index) -> np.ndarray:
         if isinstance(index, numbers.Integral):
             return self[index:index + 1][0]
@@ -142,15 +145,18 @@ def category_codes(spec: field_spec.FieldSpec, train_fields, max_categories: int
     return codes
 
 
+def head(matrix, rows: int | None):
+    """The first `rows` rows of a matrix (all when None)."""
+    if rows is None:
+        return matrix
+    return matrix.head(rows) if isinstance(matrix, RawColumns) else matrix[:rows]
+
+
 def open_matrices(tag: str, config: GbdtConfig) -> tuple[dict, dict, list[str]]:
-    """({split: matrix}, {split: labels}, feature types "q"/"c" per column)."""
+    """({split: matrix}, {split: labels}, feature types "q"/"c" per column), whole splits."""
     hash_dir = stage_dir(tag, "03_hash")
     spec, splits = field_spec.open_field_files(hash_dir)
-    limits = {"train": config.train.max_train_rows, "valid": config.train.max_valid_rows,
-              "test": None}
-    rows = {split: min(spec.rows[split], limits[split] or spec.rows[split]) for split in splits}
-    labels = {split: np.asarray(splits[split].labels[:rows[split]])
-              for split in ("train", "valid")}
+    labels = {split: np.asarray(splits[split].labels) for split in ("train", "valid")}
     if config.data.inputs == "winners":
         export_dir = stage_dir(tag, "04_export")
         matrices = {}
@@ -158,12 +164,12 @@ def open_matrices(tag: str, config: GbdtConfig) -> tuple[dict, dict, list[str]]:
             path = export_dir / f"{split}.gbdt.npy"
             if not path.exists():
                 raise FileNotFoundError(f"{path}: missing; run stage 04 with export.gbdt: true")
-            matrices[split] = np.load(path, mmap_mode="r")[:rows[split]]
+            matrices[split] = np.load(path, mmap_mode="r")
         types = ["q"] * matrices["train"].shape[1]
     else:
-        codes = category_codes(spec, splits["train"].fields[:rows["train"]],
+        codes = category_codes(spec, splits["train"].fields[:config.train.max_train_rows],
                                config.data.max_categories)
-        matrices = {split: RawColumns(splits[split], codes, rows[split]) for split in splits}
+        matrices = {split: RawColumns(splits[split], codes, spec.rows[split]) for split in splits}
         types = ["q"] * schema.NUM_INT_FIELDS + ["c"] * (spec.num_fields - schema.NUM_INT_FIELDS)
     return matrices, labels, types
 
@@ -288,10 +294,14 @@ def train_model(tag: str, model_id: str, config: GbdtConfig, force: bool = False
     if not stage.should_run(force):
         return None
     matrices, labels, types = open_matrices(tag, config)
+    limits = {"train": config.train.max_train_rows, "valid": config.train.max_valid_rows}
+    fit_matrices = {split: head(matrices[split], limit) for split, limit in limits.items()}
+    fit_labels = {split: labels[split][:limit] for split, limit in limits.items()}
     names = column_names(tag, config)
     trainer = train_xgboost if config.model.library == "xgboost" else train_lightgbm
     fit_started = time.perf_counter()
-    booster, predict, losses, best_round, nodes = trainer(config, matrices, labels, types, names)
+    booster, predict, losses, best_round, nodes = trainer(config, fit_matrices, fit_labels, types,
+                                                          names)
     train_seconds = time.perf_counter() - fit_started
     spec = field_spec.FieldSpec.load(stage_dir(tag, "03_hash"))
     with stage.build() as out:
@@ -303,7 +313,7 @@ def train_model(tag: str, model_id: str, config: GbdtConfig, force: bool = False
                                   else "model.txt"))
         valid_logloss, valid_auc = logloss_and_auc(labels["valid"], predictions["valid"])
         constant = constant_logloss(labels["valid"], spec.label_rate["train"])
-        train_rows = len(matrices["train"])
+        train_rows = len(fit_matrices["train"])
         metrics = {"valid_logloss": valid_logloss, "valid_auc": valid_auc,
                    "valid_rows": len(labels["valid"]), "constant_logloss": constant,
                    "relative_information_gain": 1.0 - valid_logloss / constant,

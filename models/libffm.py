@@ -417,8 +417,13 @@ class FieldRows:
         return self.ids.shape[1]
 
     def take(self, start: int, stop: int) -> FieldRows:
+        """Rows [start, stop) read into RAM."""
         return FieldRows(np.ascontiguousarray(self.ids[start:stop]),
                          None if self.labels is None else np.asarray(self.labels[start:stop]))
+
+    def head(self, rows: int | None) -> FieldRows:
+        """The first `rows` rows (all when None), as views."""
+        return FieldRows(self.ids[:rows], None if self.labels is None else self.labels[:rows])
 
     def _scale(self, model: ModelConfig) -> float:
         """r: every row has F features of value 1, so ||x||^2 = F."""
@@ -456,11 +461,15 @@ class SparseRows:
         return int(self.fields.max()) + 1 if len(self.fields) else 0
 
     def take(self, start: int, stop: int) -> SparseRows:
+        """Rows [start, stop): entries as views, indptr rebased to 0."""
         low, high = int(self.indptr[start]), int(self.indptr[stop])
         return SparseRows(np.asarray(self.indptr[start:stop + 1]) - low,
                           np.asarray(self.ids[low:high]), np.asarray(self.fields[low:high]),
                           np.asarray(self.values[low:high]),
                           None if self.labels is None else np.asarray(self.labels[start:stop]))
+
+    def head(self, rows: int | None) -> SparseRows:
+        return self.take(0, min(rows or len(self), len(self)))
 
     def train(self, state, order, model: ModelConfig, train: TrainConfig) -> float:
         return _train_sparse(*_flat(state), self.indptr, self.ids, self.fields, self.values,
@@ -739,7 +748,7 @@ def input_dir(tag: str, config: LibffmConfig) -> Path:
 
 
 def open_inputs(tag: str, config: LibffmConfig, cache_dir: Path) -> dict:
-    """{split: FieldRows | SparseRows} for train/valid/test, `max_*_rows` applied."""
+    """{split: FieldRows | SparseRows} for train/valid/test (whole splits)."""
     directory = input_dir(tag, config)
     if config.data.format == "fields":
         _, splits = field_spec.open_field_files(directory, check_ids=True)
@@ -753,11 +762,6 @@ def open_inputs(tag: str, config: LibffmConfig, cache_dir: Path) -> dict:
                                         "text of stage 04 (export.libffm / leaves.libffm)")
             rows[name] = convert_text(path, cache_dir)
         rows["test"].labels = None
-    limits = {"train": config.train.max_train_rows, "valid": config.train.max_valid_rows}
-    for name, limit in limits.items():
-        if limit and limit < len(rows[name]):
-            rows[name] = rows[name].take(0, limit) if isinstance(rows[name], SparseRows) else \
-                FieldRows(rows[name].ids[:limit], rows[name].labels[:limit])
     return rows
 
 
@@ -795,8 +799,10 @@ def binary_commands(config: LibffmConfig, directory: Path, out: Path) -> list[li
     return [command] + predicts
 
 
-def run_binary(config: LibffmConfig, directory: Path, out: Path) -> tuple[dict, FitResult]:
-    """Runs the real libffm; returns ({split: probabilities}, FitResult from its log)."""
+def run_binary(tag: str, config: LibffmConfig, out: Path, cache: Path):
+    """Runs the real libffm on the text files; returns what `run_numba` does (the history from
+    ffm-train's log)."""
+    directory = input_dir(tag, config)
     for program in ("ffm-train", "ffm-predict"):
         if shutil.which(program) is None:
             raise FileNotFoundError(f"train.engine=binary: {program} is not on the PATH")
@@ -819,8 +825,11 @@ def run_binary(config: LibffmConfig, directory: Path, out: Path) -> tuple[dict, 
     with open(directory / "train.ffm", "rb") as handle:
         rows = sum(1 for _ in handle)
     epochs = len(history)
-    return predictions, FitResult(history, epochs - 1 if stopped else epochs, stopped, seconds,
-                                  rows * epochs)
+    result = FitResult(history, epochs - 1 if stopped else epochs, stopped, seconds,
+                       rows * epochs)
+    valid_labels = convert_text(directory / "valid.ffm", cache).labels
+    threads = int(commands[0][commands[0].index("-s") + 1])
+    return predictions, valid_labels, result, {"train_rows": rows, "threads": threads}
 
 
 def stage_for(tag: str, model_id: str, config: LibffmConfig) -> Stage:
@@ -836,42 +845,45 @@ def train_model(tag: str, model_id: str, config: LibffmConfig, force: bool = Fal
         return None
     label_rate = field_spec.FieldSpec.load(stage_dir(tag, "03_hash")).label_rate["train"]
     with stage.build() as out, tempfile.TemporaryDirectory(dir=out.parent) as cache:
-        if config.train.engine == "binary":
-            predictions, result = run_binary(config, input_dir(tag, config), out)
-            valid_labels = convert_text(input_dir(tag, config) / "valid.ffm", Path(cache)).labels
-            parameters, train_rows = None, None
-        else:
-            rows = open_inputs(tag, config, Path(cache))
-            n, m = model_size(tag, config, rows)
-            state = initial_state(n, m, config.model, config.train.seed)
-            result = fit(state, rows["train"], rows["valid"], config.model, config.train,
-                         out / "model.npy")
-            predictions = {split: rows[split].predict(state, config.model)
-                           for split in ("valid", "test")}
-            valid_labels, parameters = rows["valid"].labels, n * m * config.model.k
-            train_rows = len(rows["train"])
+        run = run_binary if config.train.engine == "binary" else run_numba
+        predictions, valid_labels, result, extra = run(tag, config, out, Path(cache))
         for split, values in predictions.items():
             np.save(out / f"{split}.pred.npy", values.astype(np.float32))
-        metrics = make_metrics(np.asarray(valid_labels), predictions["valid"], label_rate, result,
-                               parameters, train_rows, time.time() - started)
+        metrics = {**make_metrics(np.asarray(valid_labels), predictions["valid"], label_rate,
+                                  result, time.time() - started), **extra}
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
         write_history(result.history, out / "history.csv")
         stage.record(metrics=metrics)
     return metrics
 
 
-def make_metrics(labels, predictions, label_rate, result: FitResult, parameters, train_rows,
-                 wall_seconds) -> dict:
+def run_numba(tag: str, config: LibffmConfig, out: Path, cache: Path):
+    """Trains with the numba kernels; returns ({split: predictions}, valid labels, FitResult,
+    extra metrics). Predictions cover the whole valid and test splits whatever max_*_rows."""
+    rows = open_inputs(tag, config, cache)
+    n, m = model_size(tag, config, rows)
+    state = initial_state(n, m, config.model, config.train.seed)
+    train = config.train
+    train_rows = rows["train"].head(train.max_train_rows)
+    result = fit(state, train_rows, rows["valid"].head(train.max_valid_rows), config.model,
+                 train, out / "model.npy")
+    predictions = {split: rows[split].predict(state, config.model) for split in ("valid", "test")}
+    extra = {"parameter_count": n * m * config.model.k, "train_rows": len(train_rows),
+             "threads": numba.get_num_threads()}
+    return predictions, rows["valid"].labels, result, extra
+
+
+def make_metrics(labels, predictions, label_rate, result: FitResult, wall_seconds) -> dict:
+    """The runner's metric keys (models/train.py)."""
     valid_logloss, valid_auc = logloss_and_auc(labels, predictions)
     constant = constant_logloss(labels, label_rate)
     return {"valid_logloss": valid_logloss, "valid_auc": valid_auc, "valid_rows": len(labels),
             "constant_logloss": constant,
             "relative_information_gain": 1.0 - valid_logloss / constant,
             "examples_per_second": result.examples / max(result.train_seconds, 1e-9),
-            "parameter_count": parameters, "epochs": len(result.history),
-            "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
-            "train_rows": train_rows, "train_seconds": result.train_seconds,
-            "wall_seconds": wall_seconds, "threads": numba.get_num_threads()}
+            "epochs": len(result.history), "best_epoch": result.best_epoch,
+            "stopped_early": result.stopped_early, "train_seconds": result.train_seconds,
+            "wall_seconds": wall_seconds}
 
 
 def write_history(history: list, path: Path) -> None:

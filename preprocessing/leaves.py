@@ -116,9 +116,10 @@ class ChunkIterator(xgb.DataIter):
 
 
 def training_matrix(matrix, labels, keep, tree_method: str, max_bin: int, threads: int):
-    """A DMatrix of the kept rows: quantised (QuantileDMatrix, streamed) unless `exact`."""
+    """A DMatrix of the kept rows, fed chunk by chunk: `hist` gets the quantised
+    QuantileDMatrix (about one byte per value); `exact` and `approx` need the values in RAM."""
     iterator = ChunkIterator(matrix, labels, keep)
-    if tree_method == "exact":
+    if tree_method != "hist":
         return xgb.DMatrix(iterator, nthread=threads)
     return xgb.QuantileDMatrix(iterator, max_bin=max_bin, nthread=threads)
 
