@@ -37,7 +37,6 @@ import dataclasses
 import json
 import os
 import shutil
-import typing
 from pathlib import Path
 
 import numpy as np
@@ -53,28 +52,6 @@ from stages.paths import stage_dir
 CODE = ["preprocessing/leaves.py", "preprocessing/field_spec.py", "preprocessing/keys.py",
         "preprocessing/export.py"]
 CHUNK_ROWS = 1 << 18
-
-
-@dataclasses.dataclass(frozen=True)
-class LeavesConfig:
-    """The `leaves:` section of the pipeline config (stage 04_leaves)."""
-    mode: typing.Literal["in_sample", "out_of_fold"] = "in_sample"
-    folds: int = 5  # out_of_fold only
-    trees: int = 30
-    max_depth: int = 7
-    learning_rate: float = 1.0  # the winners: no shrinkage
-    reg_lambda: float = 0.0
-    min_child_weight: float = 0.0
-    tree_method: typing.Literal["hist", "approx", "exact"] = "hist"
-    max_bin: int = 256
-    threads: int = 0  # 0 = all cores
-    libffm: bool = False  # also write {split}.ffm with the 69 fields (for ffm-train)
-
-    def __post_init__(self):
-        if self.trees < 1 or not 1 <= self.max_depth <= 15:
-            raise ValueError("config.leaves: trees >= 1 and 1 <= max_depth <= 15 required")
-        if self.mode == "out_of_fold" and self.folds < 2:
-            raise ValueError(f"config.leaves.folds: {self.folds}; out_of_fold needs >= 2")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,7 +104,7 @@ def training_matrix(matrix, labels, keep, tree_method: str, max_bin: int, thread
 # ---------------------------------------------------------------------------------------------
 # Trees and leaves
 
-def tree_parameters(config: LeavesConfig, base_score: float, seed: int) -> dict:
+def tree_parameters(config: settings.LeavesConfig, base_score: float, seed: int) -> dict:
     return {"objective": "binary:logistic", "eta": config.learning_rate,
             "max_depth": config.max_depth, "grow_policy": "depthwise",
             "lambda": config.reg_lambda, "alpha": 0.0, "gamma": 0.0,
@@ -137,7 +114,7 @@ def tree_parameters(config: LeavesConfig, base_score: float, seed: int) -> dict:
             "nthread": config.threads or os.cpu_count(), "eval_metric": "logloss"}
 
 
-def fit_trees(matrix, labels, keep, config: LeavesConfig, seed: int) -> xgb.Booster:
+def fit_trees(matrix, labels, keep, config: settings.LeavesConfig, seed: int) -> xgb.Booster:
     """Fits the winners' trees on the rows where `keep` is true (all rows when None)."""
     kept_labels = labels if keep is None else np.asarray(labels)[np.asarray(keep)]
     rate = float(np.mean(kept_labels))
@@ -240,7 +217,7 @@ def link_or_copy(source: Path, target: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 # The stage
 
-def build(tag: str, config: LeavesConfig, seed: int, out: Path) -> field_spec.FieldSpec:
+def build(tag: str, config: settings.LeavesConfig, seed: int, out: Path) -> field_spec.FieldSpec:
     hash_dir, export_dir = stage_dir(tag, "03_hash"), stage_dir(tag, "04_export")
     spec, splits = field_spec.open_field_files(hash_dir)
     matrices = {}
@@ -297,33 +274,16 @@ def gbdt_logloss(model: xgb.Booster, matrix, labels) -> float:
     return float(log_loss(np.asarray(labels), predictions.astype(np.float64), labels=[0, 1]))
 
 
-def load_config(args) -> tuple[settings.PipelineConfig, LeavesConfig]:
-    """The pipeline config and its leaves section from the shared stage command line.
-
-    Until `stages/settings.py` has a `leaves` section, `--set leaves.*` overrides are read here
-    and kept away from the pipeline config (which rejects unknown sections).
-    """
-    if _has_leaves_section():
-        pipeline = settings.from_args(args)
-        return pipeline, pipeline.leaves
-    own = [item for item in args.set if item.startswith("leaves.")]
-    pipeline = settings.load_pipeline_config(args.config,
-                                             [item for item in args.set if item not in own])
-    data = {}
-    for item in own:
-        data = config_lib.merge(data, config_lib.parse_override(item))
-    return pipeline, config_lib.build(LeavesConfig, data.get("leaves", {}), ".leaves")
-
-
-def _has_leaves_section() -> bool:
-    return "leaves" in {field.name for field in dataclasses.fields(settings.PipelineConfig)}
+def load_config(args) -> tuple[settings.PipelineConfig, settings.LeavesConfig]:
+    """The pipeline config and its leaves section from the shared stage command line."""
+    pipeline = settings.from_args(args)
+    return pipeline, pipeline.leaves
 
 
 def make_stage(tag: str, config: settings.PipelineConfig,
-               leaves: LeavesConfig | None = None) -> Stage:
+               leaves: settings.LeavesConfig | None = None) -> Stage:
     """The 04_leaves stage; `leaves` defaults to the pipeline config's section."""
-    if leaves is None:
-        leaves = config.leaves if _has_leaves_section() else LeavesConfig()
+    leaves = leaves or config.leaves
     return Stage(tag, "04_leaves", {**config_lib.to_dict(leaves), "seed": config.seed},
                  [stage_dir(tag, "03_hash"), stage_dir(tag, "04_export")], CODE)
 

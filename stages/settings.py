@@ -47,6 +47,28 @@ class ExportConfig:
     gbdt_frequent_fraction: float = 4_000_000 / 45_840_617
 
 
+@dataclasses.dataclass(frozen=True)
+class LeavesConfig:
+    """The `leaves:` section of the pipeline config (stage 04_leaves)."""
+    mode: typing.Literal["in_sample", "out_of_fold"] = "in_sample"
+    folds: int = 5  # out_of_fold only
+    trees: int = 30
+    max_depth: int = 7
+    learning_rate: float = 1.0  # the winners: no shrinkage
+    reg_lambda: float = 0.0
+    min_child_weight: float = 0.0
+    tree_method: typing.Literal["hist", "approx", "exact"] = "hist"
+    max_bin: int = 256
+    threads: int = 0  # 0 = all cores
+    libffm: bool = False  # also write {split}.ffm with the 69 fields (for ffm-train)
+
+    def __post_init__(self):
+        if self.trees < 1 or not 1 <= self.max_depth <= 15:
+            raise ValueError("config.leaves: trees >= 1 and 1 <= max_depth <= 15 required")
+        if self.mode == "out_of_fold" and self.folds < 2:
+            raise ValueError(f"config.leaves.folds: {self.folds}; out_of_fold needs >= 2")
+
+
 CalibrationMethod = typing.Literal["none", "winners_shift", "logit_shift", "platt", "isotonic"]
 CALIBRATION_METHODS = typing.get_args(CalibrationMethod)
 
@@ -96,6 +118,7 @@ class PipelineConfig:
     split: SplitConfig = SplitConfig()
     hash: HashConfig = HashConfig()
     export: ExportConfig = ExportConfig()
+    leaves: LeavesConfig = LeavesConfig()
     models: tuple[str, ...] = ()
     seed: int = 2014
     calibrate: CalibrateConfig = CalibrateConfig()
