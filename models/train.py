@@ -32,8 +32,9 @@ from tqdm import tqdm
 from models import data, optimizers
 from models import train_report as report
 from models.runner_config import PRESETS, RunnerConfig, config_path, load_runner_config
+from models.stage import preset_for
 from models.train_step import create_train_step, tune_memory_allocator
-from preprocessing.field_spec import FieldSpec, open_field_files
+from preprocessing.field_spec import open_field_files
 from stages import config as config_lib
 from stages.manifest import Stage
 from stages.paths import stage_dir
@@ -82,6 +83,7 @@ def train_model(tag: str, model_id: str, config: RunnerConfig, *, force: bool = 
         build_model = registry.build
     train = config.train
     tune_memory_allocator()
+    keras.backend.clear_session()  # models.stage trains every model in one process
     keras.utils.set_random_seed(train.seed)
     if train.deterministic and keras.backend.backend() == "tensorflow":
         import tensorflow as tf
@@ -296,12 +298,6 @@ def save_npz_atomically(path: Path, arrays: dict) -> None:
     os.replace(temporary, path)
 
 
-def automatic_preset(tag: str) -> str:
-    """demo for the synthetic dataset (field_spec.json's extra.source), paper otherwise."""
-    spec = FieldSpec.load(stage_dir(tag, "03_hash"))
-    return "demo" if spec.extra.get("source") == "synthetic" else "paper"
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tag", default="demo", help="artifact tree: artifacts/<tag>/")
@@ -316,7 +312,7 @@ def main(argv=None) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     parser.add_argument("--force", action="store_true", help="retrain even if up to date")
     args = parser.parse_args(argv)
-    preset = args.preset if args.preset != "auto" else automatic_preset(args.tag)
+    preset = preset_for(args.tag, args.preset)
     config = load_runner_config(args.config or config_path(args.model), preset, args.set)
     train_model(args.tag, args.model, config, force=args.force, resume=args.resume)
 

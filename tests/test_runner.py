@@ -87,8 +87,9 @@ def test_published_model_beats_constant_and_reloads(tmp_path, capsys):
     spec = make_field_files("tiny")
     config = write_model_yaml(tmp_path / "lr.yaml", "lr", {"batch_size": 200, "epochs": 3,
                                                            "learning_rate": 0.05})
-    main(["--tag", "tiny", "--model", "lr", "--config", str(config),
-          "--set", "train.eval_batch_size=300"])
+    arguments = ["--tag", "tiny", "--model", "lr", "--config", str(config), "--preset", "paper",
+                 "--set", "train.eval_batch_size=300"]
+    main(arguments)
     out = stage_dir("tiny", "05_train", "lr")
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["relative_information_gain"] > 0.05
@@ -113,11 +114,9 @@ def test_published_model_beats_constant_and_reloads(tmp_path, capsys):
     again = keras.ops.sigmoid(reloaded.predict(valid_ids, verbose=0))
     np.testing.assert_allclose(keras.ops.convert_to_numpy(again)[:, 0], valid, atol=1e-6)
 
-    main(["--tag", "tiny", "--model", "lr", "--config", str(config),
-          "--set", "train.eval_batch_size=300"])
+    main(arguments)
     assert "done, skipped" in capsys.readouterr().out
-    main(["--tag", "tiny", "--model", "lr", "--config", str(config),
-          "--set", "train.eval_batch_size=300", "--set", "train.epochs=1"])
+    main([*arguments, "--set", "train.epochs=1"])
     assert "config changed: train.epochs" in capsys.readouterr().out
     assert json.loads((out / "metrics.json").read_text())["epochs"] == 1
 
