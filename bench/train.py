@@ -26,6 +26,7 @@ import numpy as np
 
 from models import data, optimizers, registry
 from models.runner_config import CONFIG_DIR, load_runner_config
+from models.stage import learner
 from models.train_step import create_train_step, tune_memory_allocator
 from preprocessing.field_spec import Field, FieldSpec
 
@@ -113,7 +114,8 @@ def bench_model(model_id: str, preset: str, steps: int, warmup: int, overrides=(
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", nargs="+", help="model ids (default: every configs/models/*)")
+    parser.add_argument("--models", nargs="+",
+                        help="model ids (default: every Keras model of configs/models/)")
     parser.add_argument("--presets", nargs="+", default=["paper", "demo"],
                         choices=sorted(PRESET_SCALES))
     parser.add_argument("--steps", type=int, default=20, help="timed steps per model")
@@ -123,7 +125,8 @@ def main(argv=None) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     args = parser.parse_args(argv)
     tune_memory_allocator()  # as models.train does
-    model_ids = args.models or sorted(path.stem for path in CONFIG_DIR.glob("*.yaml"))
+    model_ids = args.models or sorted(path.stem for path in CONFIG_DIR.glob("*.yaml")
+                                      if learner(path.stem) == "models.train")
     for preset in args.presets:
         for model_id in model_ids:
             result = bench_model(model_id, preset, args.steps, args.warmup, args.set)
