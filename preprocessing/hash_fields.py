@@ -15,13 +15,14 @@ training the OOV id 0. Global id = field offset + local id.
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from preprocessing import count, field_spec, keys, parse, schema
-from preprocessing.hashtable import CodeTable
+from preprocessing.hashtable import FieldTables
 from preprocessing.split import load_split
 from stages import config as config_lib
 from stages import settings
@@ -33,77 +34,88 @@ CODE = ["preprocessing/hash_fields.py", "preprocessing/keys.py", "preprocessing/
 
 
 def field_vocabulary(field: int, codes, counts, min_count: int, mode: str, md5_bins: int,
-                     texts: dict) -> tuple[CodeTable, dict]:
-    """One field's code -> local id table, and its kept values {"codes", "ids", "counts", ...}."""
+                     texts: dict) -> tuple[dict, np.ndarray]:
+    """One field's kept values {"codes", "ids", "counts", ...} and its rare codes (sorted)."""
     threshold = min_count if field >= schema.NUM_INT_FIELDS else 1
     frequent = counts >= threshold
     hashes = keys.hash_codes(field, codes[frequent], mode, md5_bins, texts)
     distinct = np.unique(hashes)
-    ids = np.full(len(codes), field_spec.RARE_ID, dtype=np.int64)
-    ids[frequent] = field_spec.FIRST_VALUE_ID + np.searchsorted(distinct, hashes)
-    kept = {"codes": codes[frequent], "ids": ids[frequent], "counts": counts[frequent],
-            "size": field_spec.FIRST_VALUE_ID + len(distinct),
+    kept = {"codes": codes[frequent],
+            "ids": (field_spec.FIRST_VALUE_ID + np.searchsorted(distinct, hashes)).astype(np.int32),
+            "counts": counts[frequent], "size": field_spec.FIRST_VALUE_ID + len(distinct),
             "values": int(frequent.sum()), "rare_values": int((~frequent).sum()),
             "collisions": int(frequent.sum() - len(distinct))}
-    return CodeTable.from_items(codes, ids), kept
+    return kept, codes[~frequent]
 
 
-def build_vocabularies(tag: str, hash_config) -> tuple[list[CodeTable], list[dict]]:
-    """Per field: lookup tables over every training value, and the kept values."""
+def build_vocabularies(tag: str, hash_config) -> tuple[FieldTables, list[dict]]:
+    """The lookup tables over every training value of every field, and the kept values."""
     texts = count.load_fallback_text(tag)
-    tables, vocabularies = [], []
+    vocabularies, rare = [], []
     for field, (_, codes, counts) in enumerate(count.iter_counts(tag)):
-        table, kept = field_vocabulary(field, codes, counts, hash_config.min_count,
-                                       hash_config.mode, hash_config.md5_bins, texts)
-        tables.append(table)
+        kept, rare_codes = field_vocabulary(field, codes, counts, hash_config.min_count,
+                                            hash_config.mode, hash_config.md5_bins, texts)
         vocabularies.append(kept)
-    return tables, vocabularies
+        rare.append(rare_codes)
+    return FieldTables([(kept["codes"], kept["ids"]) for kept in vocabularies], rare), vocabularies
 
 
 class SplitWriter:
-    """Preallocated .npy memmaps of one split, filled chunk by chunk."""
+    """The .npy files of one split, written sequentially chunk by chunk.
+
+    Plain appends, not memmaps: dirty memmap pages count in the process's memory, appended pages
+    only in the page cache.
+    """
 
     def __init__(self, out: Path, split: str, rows: int, labelled: bool):
-        paths = field_spec.split_paths(out, split)
-        self.paths = paths
-        self.arrays = {
-            "fields": np.lib.format.open_memmap(paths["fields"], "w+", np.int32,
-                                                (rows, schema.NUM_FIELDS)),
-            "ids": np.lib.format.open_memmap(paths["ids"], "w+", np.int64, (rows,)),
-            "ints": np.lib.format.open_memmap(paths["ints"], "w+", np.float32,
-                                              (rows, schema.NUM_INT_FIELDS))}
+        self.paths = field_spec.split_paths(out, split)
+        self.layout = {"fields": (np.int32, (schema.NUM_FIELDS,)), "ids": (np.int64, ()),
+                       "ints": (np.float32, (schema.NUM_INT_FIELDS,))}
         if labelled:
-            self.arrays["labels"] = np.lib.format.open_memmap(paths["labels"], "w+", np.uint8,
-                                                              (rows,))
+            self.layout["labels"] = (np.uint8, ())
+        self.files = {name: open(self.paths[name], "wb") for name in self.layout}  # noqa: SIM115 (closed by close())
+        self.expected = rows
+        for name, handle in self.files.items():
+            handle.write(_header(*self.layout[name], rows))
         self.rows = 0
 
     def write(self, fields, ids, ints, labels) -> None:
-        end = self.rows + len(fields)
-        self.arrays["fields"][self.rows:end] = fields
-        self.arrays["ids"][self.rows:end] = ids
-        self.arrays["ints"][self.rows:end] = ints
-        if labels is not None:
-            self.arrays["labels"][self.rows:end] = labels
-        self.rows = end
+        arrays = {"fields": fields, "ids": ids, "ints": ints, "labels": labels}
+        for name, handle in self.files.items():
+            handle.write(np.ascontiguousarray(arrays[name], dtype=self.layout[name][0]).data)
+        self.rows += len(fields)
 
     def close(self) -> int:
-        """Flushes; shrinks the files if skipped bad rows left them short. Returns rows."""
-        for name, array in self.arrays.items():
-            array.flush()
-            if self.rows < len(array):
-                kept = np.array(array[:self.rows])
-                del array
-                np.save(self.paths[name], kept)
-        self.arrays.clear()
+        """Closes the files, shortening them if skipped bad rows left fewer rows. Returns rows."""
+        for name, handle in self.files.items():
+            if self.rows != self.expected:
+                _shorten(handle, *self.layout[name], self.rows)
+            handle.close()
+        self.files.clear()
         return self.rows
 
 
-def map_chunk(tables: list[CodeTable], offsets: np.ndarray, codes: np.ndarray) -> np.ndarray:
-    """Value codes [rows, 39] -> global ids int32 [rows, 39]."""
-    fields = np.empty(codes.shape, dtype=np.int32)
-    for field, table in enumerate(tables):
-        fields[:, field] = table.lookup(codes[:, field], field_spec.OOV_ID) + offsets[field]
-    return fields
+def _header(dtype, row_shape: tuple, rows: int, length: int = 128) -> bytes:
+    """A .npy 1.0 header padded to `length` bytes, so a shorter row count fits in its place."""
+    text = repr({"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+                 "shape": (rows, *row_shape)})
+    body = text.encode("latin1").ljust(length - 10 - 1) + b"\n"
+    return np.lib.format.MAGIC_PREFIX + b"\x01\x00" + struct.pack("<H", len(body)) + body
+
+
+def _shorten(handle, dtype, row_shape: tuple, rows: int) -> None:
+    header = _header(dtype, row_shape, rows)
+    handle.seek(0)
+    handle.write(header)
+    handle.truncate(len(header) + rows * np.dtype(dtype).itemsize * int(np.prod(row_shape)))
+
+
+def map_chunk(tables: FieldTables, offsets: np.ndarray, codes: np.ndarray,
+              training_rows: int) -> np.ndarray:
+    """Value codes [rows, 39] -> global ids int32 [rows, 39]; the first `training_rows` rows are
+    rows of the training split (none of their values is out of vocabulary)."""
+    return tables.lookup_rows(codes, offsets, training_rows, field_spec.RARE_ID,
+                              field_spec.OOV_ID)
 
 
 def hash_file(path: Path, splits: dict, writers: dict, tables, offsets, labelled: bool,
@@ -114,7 +126,8 @@ def hash_file(path: Path, splits: dict, writers: dict, tables, offsets, labelled
     progress = tqdm(total=total, unit="row", unit_scale=True, desc=f"hash {path.name}",
                     mininterval=2, disable=None)
     for chunk in parse.iter_chunks(path, labelled, on_bad_row, report=report, stop_row=total):
-        fields = map_chunk(tables, offsets, chunk.codes)
+        training_end = splits["train"][1] if "train" in splits else 0
+        fields = map_chunk(tables, offsets, chunk.codes, training_end - chunk.first_row)
         rows = np.arange(chunk.first_row, chunk.first_row + chunk.rows)
         for split, (start, end) in splits.items():
             mask = slice(max(start - chunk.first_row, 0), max(end - chunk.first_row, 0))

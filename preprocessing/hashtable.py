@@ -1,4 +1,4 @@
-"""Open-addressing int64 -> int64 hash tables in numba: value counting and code -> id lookup.
+"""Open-addressing hash tables in numba: value counting (int64 -> int32) and code -> id lookup.
 
 Why not a Python dict: the full training split holds ~30M distinct (field, value) pairs and 1.8G
 cells; a numba table counts and looks them up at tens of millions per second in a few hundred MB.
@@ -51,37 +51,52 @@ def _insert(keys, values, new_keys, new_values):
         values[slot] = new_values[index]
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _find(keys, values, base, mask, code):
+    slot = _slot(code, mask)
+    while keys[base + slot] != _EMPTY and keys[base + slot] != code:
+        slot = (slot + 1) & mask
+    return values[base + slot] if keys[base + slot] == code else -1
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _contains(keys, base, mask, code):
+    slot = _slot(code, mask)
+    while keys[base + slot] != _EMPTY and keys[base + slot] != code:
+        slot = (slot + 1) & mask
+    return keys[base + slot] == code
+
+
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _lookup(keys, values, codes, default, out):
-    mask = len(keys) - 1
-    for index in numba.prange(len(codes)):
-        code = codes[index]
-        slot = _slot(code, mask)
-        while keys[slot] != _EMPTY and keys[slot] != code:
-            slot = (slot + 1) & mask
-        out[index] = values[slot] if keys[slot] == code else default
+def _lookup_rows(tables, rare_sets, codes, offsets, seen_rows, rare_id, unseen_id, out):
+    """out[r, f] = offsets[f] + the value of codes[r, f] in field f's table; for a code not there:
+    rare_id when row r < seen_rows (its values were all counted) or the code is in field f's rare
+    set, else unseen_id. Row-major, as the codes are laid out."""
+    keys, values, bases, masks = tables
+    rare_keys, rare_bases, rare_masks = rare_sets
+    for row in numba.prange(codes.shape[0]):
+        for field in range(codes.shape[1]):
+            code = codes[row, field]
+            value = _find(keys, values, bases[field], masks[field], code)
+            if value < 0:
+                value = rare_id
+                if row >= seen_rows and \
+                        not _contains(rare_keys, rare_bases[field], rare_masks[field], code):
+                    value = unseen_id
+            out[row, field] = offsets[field] + value
 
 
-def _capacity(entries: int) -> int:
-    return max(1 << 16, 1 << int(2 * max(entries, 1) - 1).bit_length())  # load factor <= 1/2
+def _capacity(entries: int, minimum: int = 1 << 16) -> int:
+    return max(minimum, 1 << int(2 * max(entries, 1) - 1).bit_length())  # load factor <= 1/2
 
 
 class CodeTable:
-    """A growing int64 -> int64 map."""
+    """A growing int64 -> int32 counter."""
 
     def __init__(self, expected: int = 0):
         self.keys = np.full(_capacity(expected), _EMPTY, dtype=np.int64)
-        self.values = np.zeros(len(self.keys), dtype=np.int64)
+        self.values = np.zeros(len(self.keys), dtype=np.int32)
         self.size = 0
-
-    @classmethod
-    def from_items(cls, keys: np.ndarray, values: np.ndarray) -> CodeTable:
-        """A table mapping each of the distinct `keys` to its value."""
-        table = cls(len(keys))
-        _insert(table.keys, table.values, np.ascontiguousarray(keys, dtype=np.int64),
-                np.ascontiguousarray(values, dtype=np.int64))
-        table.size = len(keys)
-        return table
 
     def count(self, codes: np.ndarray) -> None:
         """Adds one occurrence per element of `codes`."""
@@ -90,11 +105,6 @@ class CodeTable:
         while done < len(codes):
             self._grow(2 * self.size)
             done, self.size = _add(self.keys, self.values, codes, done, self.size)
-
-    def lookup(self, codes: np.ndarray, default: int) -> np.ndarray:
-        out = np.empty(len(codes), dtype=np.int64)
-        _lookup(self.keys, self.values, np.ascontiguousarray(codes, dtype=np.int64), default, out)
-        return out
 
     def items(self) -> tuple[np.ndarray, np.ndarray]:
         """(keys, values) sorted by key."""
@@ -108,5 +118,52 @@ class CodeTable:
         keys, values = self.keys[used], self.values[used]
         capacity = _capacity(entries)
         self.keys = np.full(capacity, _EMPTY, dtype=np.int64)
-        self.values = np.zeros(capacity, dtype=np.int64)
+        self.values = np.zeros(capacity, dtype=np.int32)
         _insert(self.keys, self.values, keys, values)
+
+
+def _stack(per_field: list[np.ndarray], values: list[np.ndarray] | None):
+    """Per-field hash tables in one array: (keys, values or None, bases, masks)."""
+    # As small as the load allows: a lookup touches a random slot, so size is cache misses.
+    capacities = np.array([_capacity(len(keys), 16) for keys in per_field], dtype=np.int64)
+    bases = np.concatenate([[0], np.cumsum(capacities)[:-1]]).astype(np.int64)
+    keys = np.full(int(capacities.sum()), _EMPTY, dtype=np.int64)
+    stacked = np.zeros(len(keys), dtype=np.int32) if values is not None else None
+    for field, (base, capacity) in enumerate(zip(bases, capacities)):
+        field_keys = np.ascontiguousarray(per_field[field], dtype=np.int64)
+        if values is None:  # a set: each key is stored as its own value
+            _insert(keys[base:base + capacity], keys[base:base + capacity], field_keys, field_keys)
+        else:
+            _insert(keys[base:base + capacity], stacked[base:base + capacity], field_keys,
+                    np.ascontiguousarray(values[field], dtype=np.int32))
+    return keys, stacked, bases, capacities - 1
+
+
+class FieldTables:
+    """Per field, a hash table from the value codes that own an id to that id, and a hash set of
+    the other (rare) training codes, for mapping chunks of codes to ids in one parallel pass.
+
+    The rare set is probed only for rows outside the training split: all values of a training
+    row were counted, so a code missing from its table is rare, never unseen.
+    """
+
+    def __init__(self, frequent: list[tuple[np.ndarray, np.ndarray]], rare: list[np.ndarray]):
+        """`frequent`: per field (distinct codes, their non-negative int32 ids); `rare`: per field
+        the distinct codes of the other training values."""
+        self.tables = _stack([codes for codes, _ in frequent], [ids for _, ids in frequent])
+        rare_keys, _, rare_bases, rare_masks = _stack(rare, None)
+        self.rare_sets = (rare_keys, rare_bases, rare_masks)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(part.nbytes for part in self.tables + self.rare_sets)
+
+    def lookup_rows(self, codes: np.ndarray, offsets: np.ndarray, seen_rows: int, rare_id: int,
+                    unseen_id: int) -> np.ndarray:
+        """Codes int64 [rows, fields] -> int32 [rows, fields]: offset + the code's id, or rare_id
+        for a rare training value, or unseen_id for a value not seen in training. The first
+        `seen_rows` rows are training rows."""
+        out = np.empty(codes.shape, dtype=np.int32)
+        _lookup_rows(self.tables, self.rare_sets, codes, np.asarray(offsets, np.int32),
+                     seen_rows, np.int32(rare_id), np.int32(unseen_id), out)
+        return out

@@ -140,6 +140,21 @@ def _parse_block(data, line_ends, has_label, codes, ints, labels, status, column
             data, start, line_ends[line], has_label, codes, ints, labels, line, hex_table)
 
 
+@numba.njit(cache=True, nogil=True)
+def _line_ends(data):
+    """Positions of the newlines of `data`: np.flatnonzero(data == 10) without its bool array."""
+    count = 0
+    for byte in data:
+        count += byte == 10
+    out = np.empty(count, dtype=np.int64)
+    count = 0
+    for index in range(len(data)):
+        if data[index] == 10:
+            out[count] = index
+            count += 1
+    return out
+
+
 @dataclasses.dataclass
 class Chunk:
     """Parsed rows [first_row, first_row + rows) of one file (0-based data rows)."""
@@ -181,9 +196,8 @@ def iter_chunks(path: Path, has_label: bool, on_bad_row: str = "error",
     report = report if report is not None else ParseReport()
     row = 0
     line_number = 0
-    for block in _iter_blocks(path, block_bytes):
-        data = np.frombuffer(block, dtype=np.uint8)
-        line_ends = np.flatnonzero(data == 10)
+    for data in _iter_blocks(path, block_bytes):
+        line_ends = _line_ends(data)
         chunk = _parse(data, line_ends, has_label, path, line_number, on_bad_row, report)
         line_number += len(line_ends)
         begin, end = row, row + chunk.rows
@@ -200,22 +214,34 @@ def iter_chunks(path: Path, has_label: bool, on_bad_row: str = "error",
 
 
 def _iter_blocks(path: Path, block_bytes: int):
-    """Blocks of whole lines; the last line is given a newline if the file lacks one."""
-    remainder = b""
+    """Blocks of whole lines, as views of one reused buffer (valid until the next block); the
+    last line is given a newline if the file lacks one."""
+    buffer = bytearray(block_bytes)
+    filled = 0
     with open(path, "rb") as handle:
         while True:
-            block = handle.read(block_bytes)
-            if not block:
-                break
-            block = remainder + block
-            cut = block.rfind(b"\n") + 1
-            if cut == 0:
-                remainder = block
+            read = handle.readinto(memoryview(buffer)[filled:])
+            filled += read
+            if not read and not filled:
+                return
+            if not read:  # the last line, without its newline
+                if filled == len(buffer):
+                    buffer = _grown(buffer)
+                buffer[filled] = 10
+                yield np.frombuffer(buffer, dtype=np.uint8, count=filled + 1)
+                return
+            cut = buffer.rfind(b"\n", 0, filled) + 1
+            if cut == 0:  # a line longer than the buffer
+                buffer = _grown(buffer)
                 continue
-            remainder = block[cut:]
-            yield block[:cut]
-    if remainder:
-        yield remainder + b"\n"
+            yield np.frombuffer(buffer, dtype=np.uint8, count=cut)
+            buffer[:filled - cut] = buffer[cut:filled]
+            filled -= cut
+
+
+def _grown(buffer: bytearray) -> bytearray:
+    """A copy twice as long (a new object: views of the old one may still be alive)."""
+    return buffer + bytes(len(buffer))
 
 
 def _parse(data, line_ends, has_label, path, first_line, on_bad_row, report) -> Chunk:
