@@ -73,7 +73,9 @@ class SplitWriter:
                        "ints": (np.float32, (schema.NUM_INT_FIELDS,))}
         if labelled:
             self.layout["labels"] = (np.uint8, ())
-        self.files = {name: open(self.paths[name], "wb") for name in self.layout}  # noqa: SIM115 (closed by close())
+        # Closed by close(): the files stay open across write() calls.
+        self.files = {name: open(self.paths[name], "wb")  # noqa: SIM115
+                      for name in self.layout}
         self.expected = rows
         for name, handle in self.files.items():
             handle.write(_header(*self.layout[name], rows))
