@@ -79,11 +79,10 @@ def make_stage(tag: str, config: settings.PipelineConfig) -> Stage:
 
 
 def main(argv=None) -> None:
-    args = settings.stage_parser(__doc__.splitlines()[0]).parse_args(argv)
-    config = settings.from_args(args)
-    stage = make_stage(args.tag, config)
-    if not stage.should_run(args.force):
+    started = settings.start_stage(__doc__, make_stage, argv)
+    if not started:
         return
+    args, config, stage = started
     start, stop = load_split(args.tag)["train"]["rows"]
     train_file = stage_dir(args.tag, "00_raw") / "train.txt"
     tables, rows, positives, report, texts = count_values(train_file, start, stop,

@@ -90,11 +90,10 @@ def make_stage(tag: str, config: settings.PipelineConfig) -> Stage:
 
 
 def main(argv=None) -> None:
-    args = settings.stage_parser(__doc__.splitlines()[0]).parse_args(argv)
-    config = settings.from_args(args)
-    stage = make_stage(args.tag, config)
-    if not stage.should_run(args.force):
+    started = settings.start_stage(__doc__, make_stage, argv)
+    if not started:
         return
+    args, config, stage = started
     hash_dir = stage_dir(args.tag, "03_hash")
     spec, splits = field_spec.open_field_files(hash_dir)
     indicators = frequent_values(hash_dir, spec, config.export.gbdt_frequent_fraction)

@@ -193,11 +193,10 @@ def make_stage(tag: str, config: settings.PipelineConfig) -> Stage:
 
 
 def main(argv=None) -> None:
-    args = settings.stage_parser(__doc__.splitlines()[0]).parse_args(argv)
-    config = settings.from_args(args)
-    stage = make_stage(args.tag, config)
-    if not stage.should_run(args.force):
+    started = settings.start_stage(__doc__, make_stage, argv)
+    if not started:
         return
+    args, config, stage = started
     inputs = locate(config)
     with stage.build() as out:
         info = build_real(inputs, config, out) if inputs else build_synthetic(config, out)

@@ -42,11 +42,10 @@ def make_stage(tag: str, config: settings.PipelineConfig) -> Stage:
 
 
 def main(argv=None) -> None:
-    args = settings.stage_parser(__doc__.splitlines()[0]).parse_args(argv)
-    config = settings.from_args(args)
-    stage = make_stage(args.tag, config)
-    if not stage.should_run(args.force):
+    started = settings.start_stage(__doc__, make_stage, argv)
+    if not started:
         return
+    args, config, stage = started
     rows = json.loads((stage_dir(args.tag, "00_raw") / "raw.json").read_text())["rows"]
     ranges = split_ranges(rows["train"], rows["test"], config.split.valid_fraction)
     with stage.build() as out:

@@ -148,3 +148,13 @@ def load_pipeline_config(config_files=(), overrides=()) -> PipelineConfig:
 
 def from_args(args: argparse.Namespace) -> PipelineConfig:
     return load_pipeline_config(args.config, args.set)
+
+
+def start_stage(module_doc: str, make_stage, argv=None):
+    """A stage entry point's preamble: parses the command line (described by the first line of
+    `module_doc`), loads the config and builds the Stage; returns (args, config, stage), or None
+    when the stage is up to date (said by `should_run`)."""
+    args = stage_parser(module_doc.splitlines()[0]).parse_args(argv)
+    config = from_args(args)
+    stage = make_stage(args.tag, config)
+    return (args, config, stage) if stage.should_run(args.force) else None
