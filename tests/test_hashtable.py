@@ -1,0 +1,63 @@
+"""The numba hash tables of stages 02-03 and the block reader of the parser."""
+
+import numpy as np
+import pytest
+
+from preprocessing import parse
+from preprocessing.hashtable import CodeTable, FieldTables
+
+RARE_ID, UNSEEN_ID = 1, 0
+
+
+def test_code_table_counts_like_numpy_unique_across_growth():
+    codes = np.random.default_rng(0).zipf(1.3, 300_000).astype(np.int64) - 5
+    table = CodeTable()
+    for part in np.array_split(codes, 7):
+        table.count(part)
+    keys, counts = table.items()
+    expected_keys, expected_counts = np.unique(codes, return_counts=True)
+    np.testing.assert_array_equal(keys, expected_keys)
+    np.testing.assert_array_equal(counts, expected_counts)
+
+
+@pytest.fixture
+def tables():
+    # field 0: frequent 10 -> 2, 20 -> 3, rare 30; field 1: frequent 10 -> 5, rare 40 and 50
+    return FieldTables([(np.array([10, 20]), np.array([2, 3])), (np.array([10]), np.array([5]))],
+                       [np.array([30]), np.array([40, 50])])
+
+
+def test_field_tables_map_frequent_rare_and_unseen_codes(tables):
+    codes = np.array([[10, 10], [30, 40], [99, 99], [20, 50]], dtype=np.int64)
+    ids = tables.lookup_rows(codes, offsets=[0, 100], seen_rows=0, rare_id=RARE_ID,
+                             unseen_id=UNSEEN_ID)
+    np.testing.assert_array_equal(ids, [[2, 105], [1, 101], [0, 100], [3, 101]])
+    assert ids.dtype == np.int32
+
+
+def test_training_rows_never_get_the_unseen_id(tables):
+    """Every value of a training row was counted, so a code missing from a table is rare."""
+    codes = np.array([[99, 99], [99, 99], [99, 10]], dtype=np.int64)
+    ids = tables.lookup_rows(codes, offsets=[0, 100], seen_rows=2, rare_id=RARE_ID,
+                             unseen_id=UNSEEN_ID)
+    np.testing.assert_array_equal(ids, [[1, 101], [1, 101], [0, 105]])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_blocks_hold_whole_lines_for_any_block_size(tmp_path, seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(40):
+        lines = ["x" * rng.integers(0, 30) for _ in range(rng.integers(0, 20))]
+        text = "\n".join(lines) + ("\n" if rng.random() < 0.5 else "")
+        path = tmp_path / "rows.txt"
+        path.write_text(text)
+        blocks = [bytes(block) for block in parse._iter_blocks(path, int(rng.integers(1, 40)))]
+        assert all(block.endswith(b"\n") for block in blocks)
+        expected = text if not text or text.endswith("\n") else text + "\n"
+        assert b"".join(blocks) == expected.encode()
+
+
+def test_line_ends_match_numpy():
+    data = np.frombuffer(b"a\nbb\n\nccc\n", dtype=np.uint8)
+    np.testing.assert_array_equal(parse._line_ends(data), np.flatnonzero(data == 10))
+    assert len(parse._line_ends(data[:0])) == 0
