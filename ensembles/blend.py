@@ -11,11 +11,14 @@ Methods:
   weighted  sigmoid(sum_i w_i logit(p_i) + b) with w_i >= 0 and b fitted on validation logloss.
 Fitted weights can chase noise (many members, a small validation split), so they are
 cross-fitted on two random halves of the validation split: fitted on one half, scored on the
-other, both ways. The fitted blend is kept only if it beats the plain average on both held-out
+other, both ways. The fallback is the better, by held-out logloss, of the plain average and the
+best single member (picked on one half, scored on the other: a weak member drags the average
+below the best model). The fitted blend is kept only if it beats that fallback on both held-out
 halves by at least two standard errors of the per-row gain (`metrics.held_out_comparison`);
-otherwise the blend falls back to the plain average. When kept, the weights are refitted
-on the whole validation split for the test predictions, and `valid.pred.npy` holds the
-cross-fitted (out-of-half) predictions, whose logloss is therefore an honest estimate.
+otherwise the fallback is used (method `average` or `single`). Fitted choices (weights, the
+single member) are refitted on the whole validation split for the test predictions, and
+`valid.pred.npy` holds the cross-fitted (out-of-half) predictions, whose logloss is therefore an
+honest estimate. `metrics.json` reports each candidate's held-out logloss and the choice.
 """
 
 from __future__ import annotations
@@ -49,38 +52,52 @@ def fit_weights(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, flo
     return coefficients[:-1], float(coefficients[-1])
 
 
+def best_member(logits: np.ndarray, labels: np.ndarray) -> int:
+    """Column of `logits` [N, K] with the lowest logloss."""
+    return int(np.argmin([metrics.logloss(labels, metrics.sigmoid(column)) for column in logits.T]))
+
+
 @dataclasses.dataclass
 class Blend:
     """A fitted blend: logit(blend) = logits @ weights + bias."""
-    method: str  # "weighted" or "average" (also when "weighted" fell back)
+    method: str  # "weighted", "average" or "single" (the last two also when "weighted" fell back)
     weights: np.ndarray  # [K]
     bias: float
-    valid_logits: np.ndarray  # [N], cross-fitted when weighted
-    guard: dict  # metrics.held_out_comparison of the fitted blend with the plain average
+    valid_logits: np.ndarray  # [N], cross-fitted when weighted or single
+    guard: dict  # metrics.held_out_comparison of the fitted blend with the fallback
+    held_out_logloss: dict = dataclasses.field(default_factory=dict)  # candidate -> logloss
 
     def apply(self, logits: np.ndarray) -> np.ndarray:
         return logits @ self.weights + self.bias
 
 
 def fit_blend(logits: np.ndarray, labels: np.ndarray, method: str, first_half: np.ndarray) -> Blend:
-    """Fits `method` on validation logits [N, K]; "weighted" falls back to the average unless it
-    clearly wins on the held-out halves."""
+    """Fits `method` on validation logits [N, K]; "weighted" falls back to the better of the plain
+    average and the best single member unless it clearly beats that on the held-out halves."""
     members = logits.shape[1]
     average = Blend("average", np.full(members, 1.0 / members), 0.0, logits.mean(axis=1), {})
     if method == "average":
         return average
     if method != "weighted":
         raise ValueError(f"ensemble.blends[].method: unknown method {method!r}")
-    out_of_half = np.empty(len(labels))
+    weighted_logits, single_logits = np.empty(len(labels)), np.empty(len(labels))
     for half in (first_half, ~first_half):
         weights, bias = fit_weights(logits[~half], labels[~half])
-        out_of_half[half] = logits[half] @ weights + bias
-    guard = metrics.held_out_comparison(labels, metrics.sigmoid(out_of_half),
-                                        metrics.sigmoid(average.valid_logits), first_half)
+        weighted_logits[half] = logits[half] @ weights + bias
+        single_logits[half] = logits[half, best_member(logits[~half], labels[~half])]
+    single = Blend("single", np.eye(members)[best_member(logits, labels)], 0.0, single_logits, {})
+    held_out = {name: metrics.logloss(labels, metrics.sigmoid(candidate))
+                for name, candidate in (("weighted", weighted_logits),
+                                        ("average", average.valid_logits),
+                                        ("single", single_logits))}
+    fallback = min((average, single), key=lambda blend: held_out[blend.method])
+    guard = {**metrics.held_out_comparison(labels, metrics.sigmoid(weighted_logits),
+                                           metrics.sigmoid(fallback.valid_logits), first_half),
+             "baseline": fallback.method}
     if not guard["better"]:
-        return dataclasses.replace(average, guard=guard)
+        return dataclasses.replace(fallback, guard=guard, held_out_logloss=held_out)
     weights, bias = fit_weights(logits, labels)
-    return Blend("weighted", weights, bias, out_of_half, guard)
+    return Blend("weighted", weights, bias, weighted_logits, guard, held_out)
 
 
 def blend_members(blend: settings.BlendConfig, config: settings.PipelineConfig) -> tuple[str, ...]:
@@ -142,8 +159,12 @@ def build_blend(tag: str, config: settings.PipelineConfig, name: str,
               "average": metrics.summary(labels, average, base_rate),
               "member_metrics": {member: metrics.summary(labels, valid[:, column], base_rate)
                                  for column, member in enumerate(members)},
-              "guard": blend.guard}
+              "single_member": members[int(np.argmax(blend.weights))]
+              if blend.method == "single" else None,
+              "guard": blend.guard, "held_out_logloss": blend.held_out_logloss}
     del valid
+    chosen = {"weighted": "weighted blend", "average": "plain average",
+              "single": f"single member {result['single_member']}"}[blend.method]
     with stage.build() as out:
         test = np.column_stack([metrics.logit(read_predictions(folder, "test", spec.rows["test"]))
                                 for folder in folders])
@@ -154,16 +175,18 @@ def build_blend(tag: str, config: settings.PipelineConfig, name: str,
              "weights": weights, "bias": blend.bias}, indent=1) + "\n")
         (out / "metrics.json").write_text(json.dumps(result, indent=1) + "\n")
         curves = {"plain average": average}
-        if blend.method == "weighted":
-            curves["weighted blend"] = predictions
+        if blend.method != "average":
+            curves[chosen] = predictions
         report.plot_reliability(labels, curves, out / "reliability.png",
                                 title=f"{name}: validation")
         stage.record(metrics={key: result[key] for key in
                               ("method", "valid_logloss", "valid_auc", "weights")})
     best = min(result["member_metrics"].items(), key=lambda item: item[1]["valid_logloss"])
-    print(f"  {name}: {blend.method} of {len(members)} ({source}), logloss "
+    held_out = ", ".join(f"{key} {value:.5f}" for key, value in blend.held_out_logloss.items())
+    print(f"  {name}: {chosen} of {len(members)} ({source}), logloss "
           f"{result['valid_logloss']:.5f}; plain average {result['average']['valid_logloss']:.5f}; "
-          f"best member {best[0]} {best[1]['valid_logloss']:.5f}")
+          f"best member {best[0]} {best[1]['valid_logloss']:.5f}"
+          + (f"; held-out logloss {held_out}" if held_out else ""))
     return result
 
 

@@ -1,9 +1,11 @@
 """The results report: `python -m ensembles.report --tag T [--readme]`.
 
-Reads the `metrics.json` files of stages 05-07 and the stage 08 record under `artifacts/<T>/`.
-Writes `artifacts/<T>/REPORT.md`: one row per trained model (validation logloss, AUC, relative
-information gain, examples/s, parameters, wall time, the calibration chosen and its effect, links
-to the learning curve and reliability diagram), one row per blend and the submission written.
+Reads the `metrics.json` files of stages 05-07 and the stage 08 record under `artifacts/<T>/`,
+and says what the numbers were made from (00_raw/raw.json, 03_hash/field_spec.json, the models'
+presets). Writes `artifacts/<T>/REPORT.md`: one row per trained model (validation logloss, AUC,
+relative information gain, examples/s, parameters, wall time, the calibration chosen and its
+effect, links to the learning curve and reliability diagram), one row per blend (with the
+held-out logloss of each blend candidate) and the submission written.
 With `--readme` the same tables replace the text between the markers
 `<!-- results:begin -->` and `<!-- results:end -->` in README.md, with links rooted at the repo.
 Stage 08 refreshes REPORT.md after every run; README.md changes only on request.
@@ -27,7 +29,7 @@ END_MARKER = "<!-- results:end -->"
 MODEL_HEADER = ("| model | valid logloss | AUC | RIG | examples/s | parameters | wall s | "
                 "calibration | calibrated logloss | ECE before → after | plots |")
 BLEND_HEADER = ("| ensemble | method (source) | weights | valid logloss | AUC | RIG | "
-                "plain average | best member | plots |")
+                "plain average | best member | held-out: weighted / average / single | plots |")
 
 
 def plot_reliability(labels, curves: dict, path: Path, title: str, bins: int = 20) -> None:
@@ -78,6 +80,36 @@ def link(text: str, path: Path, tag_dir: Path, prefix: str) -> str:
     return f"[{text}]({prefix}{path.relative_to(tag_dir).as_posix()})" if path.exists() else ""
 
 
+def data_description(tag: str) -> str:
+    """What the tag's numbers were made from: the raw input, the split and the model presets."""
+    raw = read_json(stage_dir(tag, "00_raw") / "raw.json") or {}
+    spec = read_json(stage_dir(tag, "03_hash") / "field_spec.json") or {}
+    parts = []
+    if raw.get("source") == "synthetic":
+        parts.append("synthetic Criteo-like data (`preprocessing/synthetic.py`)")
+    elif raw:
+        files = ", ".join(f"`{Path(path).name}` ({raw['rows'][split]:,} rows)"
+                          for split, path in raw["inputs"].items())
+        extent = "the full Kaggle files" if raw.get("full_size") else "a sample, not the full " \
+            "Kaggle files"
+        parts.append(f"real Criteo rows: {files}, {extent}")
+    if spec:
+        rows = spec["rows"]
+        parts.append(f"time-ordered split train {rows['train']:,} / valid {rows['valid']:,} / "
+                     f"test {rows['test']:,} rows, {spec['total_vocabulary_size']:,} feature ids "
+                     f"(min count {spec['min_count']['cat']})")
+    presets = {}
+    trained = stage_dir(tag, "05_train")
+    for path in sorted(trained.glob("*/config.resolved.json")) if trained.is_dir() else []:
+        preset = json.loads(path.read_text()).get("preset", "?")
+        presets.setdefault(preset, []).append(path.parent.name)
+    if presets:
+        parts.append("model presets: " + "; ".join(
+            preset if len(presets) == 1 else f"{preset} ({', '.join(ids)})"
+            for preset, ids in sorted(presets.items())))
+    return "Data: " + "; ".join(parts) + "." if parts else "Data: unknown (no 00_raw/03_hash)."
+
+
 def model_rows(tag: str, prefix: str) -> list[str]:
     tag_dir = artifacts_root() / tag
     trained = stage_dir(tag, "05_train")
@@ -121,12 +153,17 @@ def blend_rows(tag: str, prefix: str) -> list[str]:
         weights = ", ".join(f"{member} {weight:.2f}"
                             for member, weight in result["weights"].items())
         best = min(result["member_metrics"].items(), key=lambda item: item[1]["valid_logloss"])
+        method = result["method"]
+        if result.get("single_member"):
+            method += f" {result['single_member']}"
+        held_out = result.get("held_out_logloss") or {}
         rows.append("| " + " | ".join([
-            result["name"], f"{result['method']} ({result['source']})", weights,
+            result["name"], f"{method} ({result['source']})", weights,
             number(result["valid_logloss"], 5), number(result["valid_auc"], 4),
             number(result["relative_information_gain"], 4),
             number(result["average"]["valid_logloss"], 5),
             f"{best[0]} {best[1]['valid_logloss']:.5f}",
+            " / ".join(number(held_out.get(key), 5) for key in ("weighted", "average", "single")),
             link("reliability", blend_dir / "reliability.png", tag_dir, prefix)]) + " |")
     return rows
 
@@ -137,8 +174,10 @@ def render(tag: str, prefix: str = "") -> str:
              f"`python -m ensembles.report --tag {tag}`. Validation logloss and AUC on the "
              "time-ordered validation split; RIG = relative information gain over predicting the "
              "training click rate. Calibrated and blended logloss are cross-fitted on two halves "
-             "of the validation split (honest, see `ensembles/calibrate.py`).")
-    lines = [intro, "", MODEL_HEADER, "|---" * MODEL_HEADER.count(" | ") + "|---|"]
+             "of the validation split (honest, see `ensembles/calibrate.py`). Plots link into "
+             f"the git-ignored `artifacts/{tag}/` tree, present after a run.")
+    lines = [intro, "", data_description(tag), "",
+             MODEL_HEADER, "|---" * MODEL_HEADER.count(" | ") + "|---|"]
     lines += model_rows(tag, prefix) or ["| (no trained models in 05_train) |" + " |" * 10]
     blends = blend_rows(tag, prefix)
     if blends:

@@ -3,8 +3,12 @@
 Reads `submit.source` (`07_ensemble/NAME`, `06_calibrate/ID` or `05_train/ID`; default the first
 blend of `ensemble.blends`): its `test.pred.npy` and `metrics.json`; and `03_hash/` (test Ids).
 Writes `submissions/csv/<YYYYMMDD-HHMMSS>_<tag>_<source id>.csv.gz` (`submit.gzip`,
-`submit.output_dir`), appends a row to `submissions/LOG.md`, records the file in
-`artifacts/<tag>/08_submit/submission.json` and refreshes `artifacts/<tag>/REPORT.md`.
+`submit.output_dir`), appends a row to `artifacts/<tag>/SUBMISSIONS.md` (every file of the tag)
+and, for files with the full Kaggle test set only, to the tracked `submissions/LOG.md`, records
+the file in `artifacts/<tag>/08_submit/submission.json` and refreshes `artifacts/<tag>/REPORT.md`.
+
+LOG.md is the history of what could be uploaded: the demo, tests and sample runs (whatever
+their tag) write files Kaggle would reject, so they stay in their tag's git-ignored log.
 
 The file is `Id,Predicted`, one row per test row in order, Ids 60000000 + row, probabilities
 clipped to [1e-6, 1 - 1e-6] with 6 significant digits (as the winners' libffm output). It is
@@ -27,7 +31,7 @@ from tqdm import tqdm
 
 from ensembles import read_predictions, report
 from preprocessing.field_spec import open_field_files
-from preprocessing.schema import TEST_ID_START
+from preprocessing.schema import FULL_TEST_ROWS, TEST_ID_START
 from stages import settings
 from stages.manifest import Stage, file_md5
 from stages.paths import REPO_ROOT, artifacts_root, stage_dir
@@ -40,7 +44,8 @@ GZIP_LEVEL = 6
 SOURCE_STAGES = ("07_ensemble", "06_calibrate", "05_train")
 LOG_HEADER = """# Submission log
 
-One row per file written by stage 08 (`./run.sh`, or `python -m submissions.write --tag T`).
+One row per file written by stage 08 (`./run.sh`, or `python -m submissions.write --tag T`)
+{scope}.
 Validation metrics are those of the source on the time-ordered validation split; fill in the
 leaderboard columns after uploading (`python -m submissions.upload FILE`).
 
@@ -48,6 +53,11 @@ leaderboard columns after uploading (`python -m submissions.upload FILE`).
 | public LB | private LB |
 |---|---|---|---|---|---|---|---|---|---|---|
 """
+# The tracked LOG.md takes files with exactly this many rows: the Kaggle test set.
+KAGGLE_LOG_ROWS = FULL_TEST_ROWS
+KAGGLE_LOG_SCOPE = ("that holds the full Kaggle test set (6,042,135 rows); demo, test and sample\n"
+                    "runs are logged only in their own artifacts/<tag>/SUBMISSIONS.md")
+TAG_LOG = "SUBMISSIONS.md"
 
 
 def submissions_root() -> Path:
@@ -192,17 +202,29 @@ def submit(tag: str, config: settings.PipelineConfig, force: bool = False) -> di
                   "written": written.isoformat(timespec="seconds"), **description}
         (out / "submission.json").write_text(json.dumps(record, indent=1) + "\n")
         stage.record(submission={key: record[key] for key in ("file", "rows", "md5")})
-    append_log(submissions_root() / "LOG.md", tag, record)
+    logs = log_paths(tag, summary.rows)
+    for log in logs:
+        append_log(log, tag, record)
     print(f"  wrote {record['file']}: {summary.rows:,} rows, validated; mean prediction "
-          f"{summary.mean_prediction:.5f}; logged in {_shown_path(submissions_root() / 'LOG.md')}")
+          f"{summary.mean_prediction:.5f}; logged in "
+          f"{' and '.join(_shown_path(log) for log in logs)}")
     return record
+
+
+def log_paths(tag: str, rows: int) -> list[Path]:
+    """The tag's own log, plus the tracked submissions/LOG.md for a full Kaggle test set."""
+    logs = [artifacts_root() / tag / TAG_LOG]
+    if rows == KAGGLE_LOG_ROWS:
+        logs.append(submissions_root() / "LOG.md")
+    return logs
 
 
 def append_log(log: Path, tag: str, record: dict) -> None:
     """Appends one row for `record` to LOG.md, creating the file with its header if needed."""
     if not log.exists():
         log.parent.mkdir(parents=True, exist_ok=True)
-        log.write_text(LOG_HEADER)
+        scope = KAGGLE_LOG_SCOPE if log.name == "LOG.md" else f"for tag `{tag}`"
+        log.write_text(LOG_HEADER.format(scope=scope))
     calibration = "; ".join(f"{member}: {method}" for member, method in
                             record["calibration"].items())
     cells = [record["written"].replace("+00:00", "Z"), f"`{Path(record['file']).name}`", tag,

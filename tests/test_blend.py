@@ -18,11 +18,22 @@ def test_weights_find_the_informative_member_and_ignore_noise():
     weights, bias = blend.fit_weights(members, labels)
     assert weights[0] < 0.06 and weights[1] == pytest.approx(1.0, abs=0.06)
     assert bias == pytest.approx(0.0, abs=0.08)
+
+
+def test_a_fitted_blend_is_kept_when_it_beats_the_best_single_member():
+    """The informative member is overconfident (twice the true logit) and the other is wide noise:
+    weight 1/2 fixes the first, which neither the plain average nor that member alone can do."""
+    logits, labels = logistic_data(20_000, seed=11)
+    noise = np.random.default_rng(12).normal(-1.2, 3.0, len(labels))
+    members = np.column_stack([noise, 2 * logits])
     fitted = blend.fit_blend(members, labels, "weighted", metrics.split_halves(len(labels), 0))
     assert fitted.method == "weighted" and fitted.guard["better"]
-    assert fitted.guard["gain_z"] > 10
-    assert metrics.logloss(labels, metrics.sigmoid(fitted.valid_logits)) < \
-        metrics.logloss(labels, metrics.sigmoid(members.mean(axis=1))) - 0.02
+    assert fitted.guard["baseline"] == "single" and fitted.guard["gain_z"] > 5
+    assert fitted.weights[1] == pytest.approx(0.5, abs=0.05) and fitted.weights[0] < 0.05
+    held_out = fitted.held_out_logloss
+    assert held_out["weighted"] < held_out["single"] - 0.01 < held_out["average"] - 0.01
+    assert metrics.logloss(labels, metrics.sigmoid(fitted.valid_logits)) == \
+        pytest.approx(held_out["weighted"])
 
 
 def test_weights_stay_non_negative_where_the_best_unconstrained_weight_is_negative():
@@ -36,15 +47,54 @@ def test_weights_stay_non_negative_where_the_best_unconstrained_weight_is_negati
 
 def test_a_blend_that_only_fits_noise_falls_back_to_the_plain_average():
     """Two members that each hold the true logit plus independent noise: the average is already
-    the right blend, so a fitted one can only gain noise on the held-out halves."""
+    the right blend, so a fitted one can only gain noise on the held-out halves, and it halves the
+    noise variance that either member alone carries."""
     logits, labels = logistic_data(4_000, seed=14)
     rng = np.random.default_rng(15)
-    members = np.column_stack([logits + 0.1 * rng.standard_normal(len(logits)) for _ in range(2)])
+    members = np.column_stack([logits + 0.5 * rng.standard_normal(len(logits)) for _ in range(2)])
     fitted = blend.fit_blend(members, labels, "weighted", metrics.split_halves(len(labels), 0))
     assert fitted.method == "average" and not fitted.guard["better"]
+    assert fitted.guard["baseline"] == "average"
+    assert fitted.held_out_logloss["average"] < fitted.held_out_logloss["single"]
     np.testing.assert_array_equal(fitted.weights, [0.5, 0.5])
     assert fitted.bias == 0.0
     np.testing.assert_allclose(fitted.valid_logits, members.mean(axis=1))
+
+
+def test_a_weak_member_makes_the_fallback_the_best_single_member():
+    """A good member and pure noise: the average is dragged down by the noise and the fitted blend
+    only matches the good member, so the fallback is the good member alone, chosen by held-out
+    logloss and reported."""
+    logits, labels = logistic_data(4_000, seed=17)
+    rng = np.random.default_rng(18)
+    noise = rng.normal(-1.2, 1.0, len(labels))
+    members = np.column_stack([noise, logits + 0.05 * rng.standard_normal(len(labels))])
+    fitted = blend.fit_blend(members, labels, "weighted", metrics.split_halves(len(labels), 0))
+    assert fitted.method == "single" and fitted.guard["baseline"] == "single"
+    assert not fitted.guard["better"]
+    held_out = fitted.held_out_logloss
+    assert held_out["single"] < held_out["average"] - 0.03
+    np.testing.assert_array_equal(fitted.weights, [0.0, 1.0])
+    assert fitted.bias == 0.0
+    # Both halves pick the good member, so the cross-fitted logits are its logits.
+    np.testing.assert_array_equal(fitted.valid_logits, members[:, 1])
+    assert held_out["single"] == pytest.approx(
+        metrics.logloss(labels, metrics.sigmoid(members[:, 1])))
+
+
+def test_the_single_member_is_picked_on_the_other_half():
+    """Two members, each good on one half only: each half's pick is the member that is better on
+    the other half, so the held-out score of "single" is the worse member on each half."""
+    logits, labels = logistic_data(2_000, seed=19)
+    first_half = metrics.split_halves(len(labels), 0)
+    noise = np.random.default_rng(20).normal(-1.2, 1.0, len(labels))
+    first = np.where(first_half, logits, noise)
+    second = np.where(first_half, noise, logits)
+    fitted = blend.fit_blend(np.column_stack([first, second]), labels, "weighted", first_half)
+    picked_on_other_half = np.where(first_half, second, first)
+    assert fitted.held_out_logloss["single"] == pytest.approx(
+        metrics.logloss(labels, metrics.sigmoid(picked_on_other_half)))
+    assert fitted.method != "single"
 
 
 def test_average_method_is_the_mean_logit():
@@ -65,7 +115,7 @@ def built_tree(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CRITEO_PNN_ARTIFACTS", str(root))
         fake_hash_stage("t", labels[valid], test_rows=2000)
-        for model_id, noise in (("good", 0.5), ("fair", 0.9), ("poor", 1.5)):
+        for model_id, noise in (("good", 0.4), ("fair", 0.5), ("poor", 2.5)):
             seen = logits + noise * rng.standard_normal(len(logits))
             fake_model("t", model_id, metrics.sigmoid(seen[valid]), metrics.sigmoid(seen[test]))
         calibrate.main(["--tag", "t", "--set", "models=[good, fair, poor]"])

@@ -154,9 +154,8 @@ def submitted(built_tree, artifacts):
     return OPTIONS
 
 
-def log_rows(artifacts):
-    lines = (artifacts / "submissions" / "LOG.md").read_text().splitlines()
-    return [line for line in lines if line.startswith("| 20")]
+def log_rows(log):
+    return [line for line in log.read_text().splitlines() if line.startswith("| 20")]
 
 
 def test_stage_writes_a_valid_file_and_logs_it(submitted, artifacts, capsys):
@@ -168,7 +167,10 @@ def test_stage_writes_a_valid_file_and_logs_it(submitted, artifacts, capsys):
     blended = np.load(stage_dir("t", "07_ensemble", "ens_logit") / "test.pred.npy")
     lines = gzip.decompress(path.read_bytes()).decode().splitlines()
     assert float(lines[1].split(",")[1]) == pytest.approx(blended[0], rel=1e-5)
-    [row] = log_rows(artifacts)
+    [row] = log_rows(artifacts / "t" / "SUBMISSIONS.md")
+    assert "for tag `t`" in (artifacts / "t" / "SUBMISSIONS.md").read_text()
+    # 500 rows is no Kaggle submission: the tracked log stays untouched.
+    assert not (artifacts / "submissions" / "LOG.md").exists()
     ensemble_metrics = read_json(stage_dir("t", "07_ensemble", "ens_logit") / "metrics.json")
     assert f"`{path.name}` | t | 07_ensemble/ens_logit | m1, m2 |" in row
     assert f"{ensemble_metrics['valid_logloss']:.5f}" in row and "| 500 |" in row
@@ -179,10 +181,24 @@ def test_stage_writes_a_valid_file_and_logs_it(submitted, artifacts, capsys):
     assert "| m1 |" in report_text and "| ens_logit |" in report_text and path.name in report_text
     capsys.readouterr()
     write.main(submitted)  # up to date: no new file, no new row
-    assert "done, skipped" in capsys.readouterr().out and len(log_rows(artifacts)) == 1
+    assert "done, skipped" in capsys.readouterr().out
+    assert len(log_rows(artifacts / "t" / "SUBMISSIONS.md")) == 1
     path.unlink()  # a deleted file is written again
     write.main(submitted)
-    assert len(log_rows(artifacts)) == 2
+    assert len(log_rows(artifacts / "t" / "SUBMISSIONS.md")) == 2
+
+
+def test_only_full_test_set_files_reach_the_tracked_log(submitted, artifacts, monkeypatch, capsys):
+    """LOG.md is for files Kaggle accepts (the full test set; 500 rows stands in for it here);
+    they are logged in the tag's own log as well."""
+    assert write.KAGGLE_LOG_ROWS == FULL_TEST_ROWS
+    monkeypatch.setattr(write, "KAGGLE_LOG_ROWS", 500)
+    write.main(submitted)
+    tracked = artifacts / "submissions" / "LOG.md"
+    [row] = log_rows(tracked)
+    assert log_rows(artifacts / "t" / "SUBMISSIONS.md") == [row] and "| 500 |" in row
+    assert "full Kaggle test set (6,042,135 rows)" in tracked.read_text()
+    assert f"SUBMISSIONS.md and {tracked}" in capsys.readouterr().out
 
 
 def test_stage_submits_a_chosen_source_uncompressed(submitted, artifacts):
