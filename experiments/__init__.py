@@ -1,0 +1,2 @@
+"""The paper's experiments and pictures, one `python -m experiments.NAME` command each
+(experiments/README.md)."""
