@@ -17,6 +17,7 @@ when `on_bad_row="skip"`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import numba
@@ -38,12 +39,23 @@ _MESSAGES = {TOO_MANY_FIELDS: "too many fields", BAD_INTEGER: "not an integer",
 BLOCK_BYTES = 32 << 20
 
 
+def _log_squared_table(size: int) -> np.ndarray:
+    """floor((ln v)^2) for v < size, with Python's math.log as the winners computed it."""
+    table = np.zeros(size, dtype=np.int16)
+    table[3:] = [int(math.log(float(value)) ** 2) for value in range(3, size)]
+    return table
+
+
+# Most integers are small: a lookup instead of a log per value (a global: numba freezes it).
+_LOG_SQUARED = _log_squared_table(1 << 14)
+
 _HEX = np.full(256, 255, dtype=np.uint8)
 for _index, _byte in enumerate(b"0123456789abcdef"):
     _HEX[_byte] = _index
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+# The field parsers are inlined: a function call per field cost about a quarter of the parse time.
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _parse_int(data, position, end, codes, ints, row, field):
     """Parses I_j at `position`; returns (position after it, ok)."""
     begin = position
@@ -65,36 +77,42 @@ def _parse_int(data, position, end, codes, ints, row, field):
             return position, False
         value = -value
     ints[row, field] = value
-    codes[row, field] = value if value <= 2 else LOG_BASE + np.int64(np.log(float(value)) ** 2)
+    if value <= 2:
+        codes[row, field] = value
+    elif value < len(_LOG_SQUARED):
+        codes[row, field] = LOG_BASE + _LOG_SQUARED[value]
+    else:
+        codes[row, field] = LOG_BASE + np.int64(np.log(float(value)) ** 2)
     return position, True
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _parse_cat(data, position, end, codes, row, field, hex_table):
     """Parses C_j at `position`; returns (position after it, whether it took the fallback code)."""
+    stop = position + 8
+    if stop <= end and (stop == end or data[stop] == 9):  # the usual 8 hex chars
+        value = np.int64(0)
+        invalid = np.uint8(0)
+        for index in range(position, stop):
+            nibble = hex_table[data[index]]
+            invalid |= nibble
+            value = value * 16 + (nibble & 15)
+        if invalid < 16:
+            codes[row, field] = value
+            return stop, False
     begin = position
-    value = np.int64(0)
-    is_hex = True
     digest = np.uint64(14695981039346656037)  # FNV-1a 64
     while position < end and data[position] != 9:
-        byte = data[position]
-        nibble = hex_table[byte]
-        is_hex = is_hex and nibble < 16
-        value = value * 16 + nibble
-        digest = (digest ^ np.uint64(byte)) * np.uint64(1099511628211)
+        digest = (digest ^ np.uint64(data[position])) * np.uint64(1099511628211)
         position += 1
-    length = position - begin
-    if length == 0:
+    if position == begin:
         codes[row, field] = CAT_MISSING
-    elif is_hex and length == 8:
-        codes[row, field] = value
-    else:
-        codes[row, field] = np.int64(digest & np.uint64(_FNV_MASK)) | FALLBACK_BIT
-        return position, True
-    return position, False
+        return position, False
+    codes[row, field] = np.int64(digest & np.uint64(_FNV_MASK)) | FALLBACK_BIT
+    return position, True
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _parse_line(data, start, end, has_label, codes, ints, labels, row, hex_table):
     """Parses one line (without its newline) into row `row`; returns (status, column, fallback)."""
     if end > start and data[end - 1] == 13:  # CRLF

@@ -134,3 +134,21 @@ def test_split_is_time_ordered_with_the_last_seventh_for_validation():
         split_ranges(700, 100, 1.5)
     with pytest.raises(ValueError, match="at least one"):
         split_ranges(3, 1, 0.01)
+
+
+def test_integer_codes_match_the_formula_below_and_above_the_lookup_table(tmp_path):
+    values = list(range(-3, 300)) + list(range(16_000, 16_800, 7)) + [10**9, 2**40]
+    lines = "".join(raw_line(0, [value] + INTS[1:], CATS) for value in values)
+    _, codes, _ = parse_text(tmp_path, lines)
+    assert codes[:, 0].tolist() == [keys.int_code(value) for value in values]
+
+
+def test_categorical_fast_path_and_fallbacks_give_distinct_codes(tmp_path):
+    texts = ["0000000a", "0000000A", "abc", "0000000a0", "zzzzzzzz", "ffffffff"]
+    lines = "".join(raw_line(0, INTS, [text] + CATS[1:]) for text in texts)
+    chunks, codes, _ = parse_text(tmp_path, lines)
+    column = codes[:, 13].tolist()
+    assert column[0] == 10 and column[5] == 0xFFFFFFFF
+    assert all(code & parse.FALLBACK_BIT for code in column[1:5])
+    assert len(set(column)) == len(texts)
+    assert {chunks[0].fallback_text[code] for code in column[1:5]} == set(texts[1:5])
