@@ -20,12 +20,14 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from preprocessing import field_spec, keys, schema
+from preprocessing.npy import NpyWriter
 from stages import config as config_lib
 from stages import settings
 from stages.manifest import Stage
 from stages.paths import stage_dir
 
-CODE = ["preprocessing/export.py", "preprocessing/field_spec.py", "preprocessing/keys.py"]
+CODE = ["preprocessing/export.py", "preprocessing/field_spec.py", "preprocessing/keys.py",
+        "preprocessing/npy.py"]
 CHUNK_ROWS = 1 << 18
 GBDT_MISSING = -10.0
 
@@ -74,14 +76,11 @@ def gbdt_matrix(split: field_spec.SplitArrays, indicators: list) -> np.ndarray:
 
 
 def write_gbdt(path: Path, split: field_spec.SplitArrays, indicators: list) -> None:
-    rows = len(split.fields)
-    out = np.lib.format.open_memmap(path, "w+", np.float32,
-                                    (rows, schema.NUM_INT_FIELDS + len(indicators)))
-    for start in range(0, rows, CHUNK_ROWS):
-        part = field_spec.SplitArrays(split.fields[start:start + CHUNK_ROWS], None, None,
-                                      split.ints[start:start + CHUNK_ROWS])
-        out[start:start + CHUNK_ROWS] = gbdt_matrix(part, indicators)
-    out.flush()
+    with NpyWriter(path, np.float32, (schema.NUM_INT_FIELDS + len(indicators),)) as out:
+        for start in range(0, len(split.fields), CHUNK_ROWS):
+            part = field_spec.SplitArrays(split.fields[start:start + CHUNK_ROWS], None, None,
+                                          split.ints[start:start + CHUNK_ROWS])
+            out.append(gbdt_matrix(part, indicators))
 
 
 def make_stage(tag: str, config: settings.PipelineConfig) -> Stage:

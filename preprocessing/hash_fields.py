@@ -15,7 +15,6 @@ training the OOV id 0. Global id = field offset + local id.
 from __future__ import annotations
 
 import json
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from tqdm import tqdm
 
 from preprocessing import count, field_spec, keys, parse, schema
 from preprocessing.hashtable import FieldTables
+from preprocessing.npy import NpyWriter
 from preprocessing.split import load_split
 from stages import config as config_lib
 from stages import settings
@@ -30,7 +30,7 @@ from stages.manifest import Stage
 from stages.paths import stage_dir
 
 CODE = ["preprocessing/hash_fields.py", "preprocessing/keys.py", "preprocessing/parse.py",
-        "preprocessing/hashtable.py", "preprocessing/field_spec.py"]
+        "preprocessing/hashtable.py", "preprocessing/field_spec.py", "preprocessing/npy.py"]
 
 
 def field_vocabulary(field: int, codes, counts, min_count: int, mode: str, md5_bins: int,
@@ -61,55 +61,25 @@ def build_vocabularies(tag: str, hash_config) -> tuple[FieldTables, list[dict]]:
 
 
 class SplitWriter:
-    """The .npy files of one split, written sequentially chunk by chunk.
+    """The .npy files of one split, appended to chunk by chunk (preprocessing/npy.py)."""
 
-    Plain appends, not memmaps: dirty memmap pages count in the process's memory, appended pages
-    only in the page cache.
-    """
-
-    def __init__(self, out: Path, split: str, rows: int, labelled: bool):
-        self.paths = field_spec.split_paths(out, split)
-        self.layout = {"fields": (np.int32, (schema.NUM_FIELDS,)), "ids": (np.int64, ()),
-                       "ints": (np.float32, (schema.NUM_INT_FIELDS,))}
+    def __init__(self, out: Path, split: str, labelled: bool):
+        paths = field_spec.split_paths(out, split)
+        self.files = {"fields": NpyWriter(paths["fields"], np.int32, (schema.NUM_FIELDS,)),
+                      "ids": NpyWriter(paths["ids"], np.int64),
+                      "ints": NpyWriter(paths["ints"], np.float32, (schema.NUM_INT_FIELDS,))}
         if labelled:
-            self.layout["labels"] = (np.uint8, ())
-        # Closed by close(): the files stay open across write() calls.
-        self.files = {name: open(self.paths[name], "wb")  # noqa: SIM115
-                      for name in self.layout}
-        self.expected = rows
-        for name, handle in self.files.items():
-            handle.write(_header(*self.layout[name], rows))
-        self.rows = 0
+            self.files["labels"] = NpyWriter(paths["labels"], np.uint8)
 
     def write(self, fields, ids, ints, labels) -> None:
         arrays = {"fields": fields, "ids": ids, "ints": ints, "labels": labels}
-        for name, handle in self.files.items():
-            handle.write(np.ascontiguousarray(arrays[name], dtype=self.layout[name][0]).data)
-        self.rows += len(fields)
+        for name, writer in self.files.items():
+            writer.append(arrays[name])
 
     def close(self) -> int:
-        """Closes the files, shortening them if skipped bad rows left fewer rows. Returns rows."""
-        for name, handle in self.files.items():
-            if self.rows != self.expected:
-                _shorten(handle, *self.layout[name], self.rows)
-            handle.close()
-        self.files.clear()
-        return self.rows
-
-
-def _header(dtype, row_shape: tuple, rows: int, length: int = 128) -> bytes:
-    """A .npy 1.0 header padded to `length` bytes, so a shorter row count fits in its place."""
-    text = repr({"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
-                 "shape": (rows, *row_shape)})
-    body = text.encode("latin1").ljust(length - 10 - 1) + b"\n"
-    return np.lib.format.MAGIC_PREFIX + b"\x01\x00" + struct.pack("<H", len(body)) + body
-
-
-def _shorten(handle, dtype, row_shape: tuple, rows: int) -> None:
-    header = _header(dtype, row_shape, rows)
-    handle.seek(0)
-    handle.write(header)
-    handle.truncate(len(header) + rows * np.dtype(dtype).itemsize * int(np.prod(row_shape)))
+        """Closes the files; returns the number of rows."""
+        rows = [writer.close() for writer in self.files.values()]
+        return rows[0]
 
 
 def map_chunk(tables: FieldTables, offsets: np.ndarray, codes: np.ndarray,
@@ -148,8 +118,7 @@ def build(tag: str, config: settings.PipelineConfig, out: Path) -> field_spec.Fi
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
     ranges = {split: tuple(value["rows"]) for split, value in load_split(tag).items()}
     raw_dir = stage_dir(tag, "00_raw")
-    writers = {split: SplitWriter(out, split, end - start, split != "test")
-               for split, (start, end) in ranges.items()}
+    writers = {split: SplitWriter(out, split, split != "test") for split in ranges}
     report = parse.ParseReport()
     on_bad_row = config.raw.on_bad_row
     positives = hash_file(raw_dir / "train.txt", {s: ranges[s] for s in ("train", "valid")},

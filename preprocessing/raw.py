@@ -196,7 +196,7 @@ def main(argv=None) -> None:
     started = settings.start_stage(__doc__, make_stage, argv)
     if not started:
         return
-    args, config, stage = started
+    _, config, stage = started
     inputs = locate(config)
     with stage.build() as out:
         info = build_real(inputs, config, out) if inputs else build_synthetic(config, out)
