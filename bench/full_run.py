@@ -1,0 +1,108 @@
+"""Full-size dry run: every stage from raw files to a validated submission, timed one by one.
+
+    python -m preprocessing.synthetic --out /data/full --train-rows 45840617 --test-rows 6042135
+    python bench/full_run.py --data /data/full                 # the stages with LR, as below
+    python bench/full_run.py --data /data/full --set 'models=[lr, fm]'
+
+Runs each stage script (`stages/NN_*.sh`, the upload excluded) as `./run.sh` would, on the given
+files, and prints per stage the wall time, CPU time, peak RSS (wait4 of the stage process, its
+children included) and peak anonymous memory (RSS less file-backed pages, sampled twice a second
+over the process tree: the pages of memory-mapped inputs count in RSS but are page cache the
+kernel reclaims), as a Markdown table and, with --json, one JSON object per stage. Defaults keep
+it to what the dry run is about: `models=[lr]` and no libFFM text export (tens of GB at full
+size); any --set adds to or overrides them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SETTINGS = ["models=[lr]", "export.libffm=false"]
+
+
+def stage_scripts() -> list[Path]:
+    return [path for path in sorted((REPO_ROOT / "stages").glob("[0-9][0-9]_*.sh"))
+            if not path.name.startswith("09_")]
+
+
+def anonymous_mb(pid: int) -> float:
+    """Resident anonymous memory of a process tree (RSS less file-backed pages), in MB."""
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            info = process.memory_info()
+            total += info.rss - info.shared
+    return total / 2**20
+
+
+def run_script(script: Path, options: list[str]) -> dict:
+    environment = {**os.environ, "PYTHON": sys.executable, "TQDM_DISABLE": "1",
+                   "PYTHONPATH": str(REPO_ROOT)}
+    started = time.time()
+    process = subprocess.Popen(["bash", str(script), *options], cwd=REPO_ROOT, env=environment)
+    peak_anonymous = 0.0
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            break
+        peak_anonymous = max(peak_anonymous, anonymous_mb(process.pid))
+        time.sleep(0.5)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise SystemExit(f"{script.name} failed with status {process.returncode}")
+    return {"stage": script.stem, "seconds": round(time.time() - started, 1),
+            "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
+            "peak_rss_mb": round(usage.ru_maxrss / 1024),
+            "peak_anonymous_mb": round(peak_anonymous)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, type=Path, help="folder with train/test files")
+    parser.add_argument("--tag", default="full", help="artifact tree (default: full)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--force", action="store_true", help="rebuild stages that are done")
+    parser.add_argument("--json", action="store_true", help="one JSON object per stage")
+    args = parser.parse_args()
+    options = ["--tag", args.tag, "--set", f"raw.data_dir={args.data.resolve()}"]
+    for setting in DEFAULT_SETTINGS + args.set:
+        options += ["--set", setting]
+    options += ["--force"] if args.force else []
+    results = []
+    if not args.json:
+        print("| stage | wall s | CPU s | peak RSS MB | peak anonymous MB |\n|---|---|---|---|---|")
+    for script in stage_scripts():
+        print(f"== {script.stem}", file=sys.stderr, flush=True)
+        results.append(run_script(script, options))
+        print(json.dumps(results[-1]) if args.json else _row(results[-1]), flush=True)
+    total = {"stage": "all", "seconds": round(sum(r["seconds"] for r in results), 1),
+             "cpu_seconds": round(sum(r["cpu_seconds"] for r in results), 1),
+             "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
+             "peak_anonymous_mb": max(r["peak_anonymous_mb"] for r in results)}
+    print(json.dumps(total) if args.json else _row(total))
+    print(f"load average at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs",
+          file=sys.stderr)
+
+
+def _row(result: dict) -> str:
+    return (f"| {result['stage']} | {result['seconds']:,.1f} | {result['cpu_seconds']:,.1f} | "
+            f"{result['peak_rss_mb']:,} | {result['peak_anonymous_mb']:,} |")
+
+
+if __name__ == "__main__":
+    main()
