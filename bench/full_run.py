@@ -30,9 +30,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SETTINGS = ["models=[lr]", "export.libffm=false"]
 
 
-def stage_scripts() -> list[Path]:
+def stage_scripts(only: str | None) -> list[Path]:
+    """The stage scripts to run: all but the upload, or those named by `only` ("02,03,04")."""
+    numbers = only.split(",") if only else None
     return [path for path in sorted((REPO_ROOT / "stages").glob("[0-9][0-9]_*.sh"))
-            if not path.name.startswith("09_")]
+            if not path.name.startswith("09_") and (numbers is None or path.name[:2] in numbers)]
 
 
 def anonymous_mb(pid: int) -> float:
@@ -77,6 +79,7 @@ def main() -> None:
     parser.add_argument("--tag", default="full", help="artifact tree (default: full)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--force", action="store_true", help="rebuild stages that are done")
+    parser.add_argument("--only", help="run only these stages, e.g. 02,03 (as ./run.sh --only)")
     parser.add_argument("--json", action="store_true", help="one JSON object per stage")
     args = parser.parse_args()
     options = ["--tag", args.tag, "--set", f"raw.data_dir={args.data.resolve()}"]
@@ -86,7 +89,7 @@ def main() -> None:
     results = []
     if not args.json:
         print("| stage | wall s | CPU s | peak RSS MB | peak anonymous MB |\n|---|---|---|---|---|")
-    for script in stage_scripts():
+    for script in stage_scripts(args.only):
         print(f"== {script.stem}", file=sys.stderr, flush=True)
         results.append(run_script(script, options))
         print(json.dumps(results[-1]) if args.json else _row(results[-1]), flush=True)

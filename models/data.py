@@ -33,6 +33,10 @@ class Batch:
     labels: np.ndarray
     step: int
 
+    @property
+    def rows(self) -> int:
+        return len(self.labels)
+
 
 def padded_size(num_unique: int, limit: int) -> int:
     """`num_unique` rounded up to a ladder (2^k times 1, 1.25, 1.5, 1.75), capped at `limit`.
@@ -72,14 +76,19 @@ def steps_per_epoch(rows: int, batch_size: int) -> int:
 
 def epoch_batches(fields: np.ndarray, labels: np.ndarray, batch_size: int, block_rows: int,
                   seed: int, epoch: int, start_step: int = 0,
-                  pad_limit: int | None = None) -> Iterator[Batch]:
+                  pad_limit: int | None = None, make_batch=None) -> Iterator[Batch]:
     """Shuffled training batches of one epoch, starting after `start_step` batches.
 
     Args:
         fields: int32 [N, F] (a memmap); labels: uint8 [N]. Pass slices for max_train_rows.
         block_rows: rows read and shuffled together (the shuffle buffer).
+        make_batch: (fields, labels, step) -> item yielded; `compact_batch` with `pad_limit` by
+            default (`models/distribute.shard_batch` cuts batches per replica).
     The last batch of an epoch may be smaller than `batch_size`; no row is dropped.
     """
+    if make_batch is None:
+        def make_batch(batch_fields, batch_labels, step):
+            return compact_batch(batch_fields, batch_labels, step, pad_limit)
     rows = len(fields)
     starts = np.arange(0, rows, block_rows)
     order = np.random.default_rng([seed, epoch]).permutation(len(starts))
@@ -105,10 +114,10 @@ def epoch_batches(fields: np.ndarray, labels: np.ndarray, batch_size: int, block
             pending += len(take)
             if pending == batch_size:
                 step += 1
-                yield compact_batch(_join(pending_fields), _join(pending_labels), step, pad_limit)
+                yield make_batch(_join(pending_fields), _join(pending_labels), step)
                 pending_fields, pending_labels, pending = [], [], 0
     if pending:
-        yield compact_batch(_join(pending_fields), _join(pending_labels), step + 1, pad_limit)
+        yield make_batch(_join(pending_fields), _join(pending_labels), step + 1)
 
 
 def _join(parts: list[np.ndarray]) -> np.ndarray:

@@ -32,7 +32,10 @@ import lightgbm as lgb
 import numpy as np
 import xgboost as xgb
 
-from models.train import constant_logloss, logloss_and_auc  # the runner's metric definitions
+from models.train_report import (  # the runner's metrics
+    constant_logloss,
+    logloss_and_auc,
+)
 from preprocessing import field_spec, schema
 from preprocessing.leaves import CHUNK_ROWS, ChunkIterator
 from stages import config as config_lib

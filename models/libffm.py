@@ -56,7 +56,10 @@ from numba import njit, prange
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from models.train import constant_logloss, logloss_and_auc  # the runner's metric definitions
+from models.train_report import (  # the runner's metrics
+    constant_logloss,
+    logloss_and_auc,
+)
 from preprocessing import field_spec
 from stages import config as config_lib
 from stages.manifest import Stage

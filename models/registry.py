@@ -10,28 +10,52 @@ A model is a `FieldModel` subclass named after its paper, registered under a low
 Its input is `field_ids`, int32 [B, F] global ids (field offset + local id), read only through
 SparseEmbedding lookups; its output is logits [B, 1]. Hyperparameters are keyword-only
 arguments with the paper's Criteo defaults, so `build` can reject unknown keys and
-`hyperparameters` can list the defaults.
+`hyperparameters` can list the defaults. Model modules are imported on demand: `MODELS` imports
+all of them when first read, `model_class(name)` only `models.<name>`.
 """
 
 from __future__ import annotations
 
+import collections.abc
+import importlib
 import inspect
 import numbers
 
 import keras
 import numpy as np
 
-MODELS: dict[str, type] = {}
+import models
+
+_CLASSES: dict[str, type] = {}
+
+
+class _AllModels(collections.abc.Mapping):
+    """Read-only view of the registered classes that imports every model module on first use."""
+
+    def __getitem__(self, name: str) -> type:
+        models.load_all()
+        return _CLASSES[name]
+
+    def __iter__(self):
+        models.load_all()
+        return iter(_CLASSES)
+
+    def __len__(self) -> int:
+        models.load_all()
+        return len(_CLASSES)
+
+
+MODELS: collections.abc.Mapping[str, type] = _AllModels()
 
 
 def register(name: str):
     """Class decorator adding a model class to `MODELS` under `name`; a duplicate key raises."""
 
     def decorator(cls: type) -> type:
-        if name in MODELS:
+        if name in _CLASSES:
             raise ValueError(f"model key {name!r} is already registered by "
-                             f"{MODELS[name].__qualname__}")
-        MODELS[name] = cls
+                             f"{_CLASSES[name].__qualname__}")
+        _CLASSES[name] = cls
         return cls
 
     return decorator
@@ -39,6 +63,8 @@ def register(name: str):
 
 def model_class(name: str) -> type:
     """The class registered under `name`; ValueError listing the known keys otherwise."""
+    if name not in _CLASSES and name in models.MODEL_MODULES:
+        importlib.import_module(f"models.{name}")
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; registered: {', '.join(sorted(MODELS))}")
     return MODELS[name]

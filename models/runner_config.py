@@ -18,7 +18,7 @@ from stages import config as config_lib
 from stages.paths import REPO_ROOT
 
 CONFIG_DIR = REPO_ROOT / "configs" / "models"
-PRESETS = ("paper", "demo")
+PRESETS = ("paper", "small", "demo")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,9 +41,15 @@ class TrainConfig:
     seed: int = 2014
     deterministic: bool = False  # deterministic ops: resumed runs end bit-identical
     jit_compile: bool = False  # XLA for the training step (TensorFlow; JAX always compiles)
+    # field files read: 03_hash (39 fields) or 04_leaves (39 + the GBDT leaf fields, 69)
+    input_stage: typing.Literal["03_hash", "04_leaves"] = "03_hash"
     max_train_rows: int | None = None  # first rows only, for quick runs
     max_valid_rows: int | None = None
     log_every_steps: int = 50  # TensorBoard scalars
+    # bfloat16/float16 compute, float32 weights, loss and metrics (models/precision.py)
+    precision: typing.Literal["float32", "mixed_bfloat16", "mixed_float16"] = "float32"
+    # replicas (models/distribute.py): one device, all local GPUs (or CPUs), or TF_CONFIG workers
+    distribute: typing.Literal["none", "mirrored", "multi_worker"] = "none"
 
     def __post_init__(self):
         for name in ("batch_size", "epochs", "eval_batch_size", "shuffle_buffer_rows",

@@ -7,7 +7,6 @@ Keras models train with `models.train`, `libffm*` ids with `models.libffm` (the 
 
 from __future__ import annotations
 
-import argparse
 import importlib
 
 from preprocessing.field_spec import FieldSpec
@@ -61,7 +60,8 @@ def make_stages(tag: str, config: settings.PipelineConfig) -> list[Stage]:
         module, model_config = _load(model_id, preset_for(tag))
         if module.__name__ == "models.train":
             stages.append(Stage(tag, "05_train", module.stage_config(model_id, model_config),
-                                inputs=[stage_dir(tag, "03_hash")], code=["models"],
+                                inputs=[stage_dir(tag, model_config.train.input_stage)],
+                                code=["models"],
                                 unit=model_id))
         else:
             stages.append(module.stage_for(tag, model_id, model_config))

@@ -1,10 +1,11 @@
 """The one training runner: `python -m models.train --tag TAG --model ID [--preset P] [--resume]`.
 
-Reads `artifacts/<TAG>/03_hash/` (verified by `open_field_files`), builds `model.arch` from the
+Reads `artifacts/<TAG>/<train.input_stage>/` (03_hash or 04_leaves, verified by
+`open_field_files`), builds `model.arch` from the
 registry with the YAML's hyperparameters, trains with sparse row updates (`models/train_step.py`),
 early-stops on validation logloss and publishes `artifacts/<TAG>/05_train/<ID>/` atomically:
 metrics.json, valid.pred.npy, test.pred.npy (float32 probabilities in row order), model.keras,
-history.csv, learning_curve.png, tensorboard/ (TensorFlow backend), config.resolved.{json,yaml}.
+history.csv, learning_curve.png, tensorboard/ (event files), config.resolved.{json,yaml}.
 A model whose config, inputs and code are unchanged is skipped.
 
 Checkpoints (weights, optimiser slots, data position, history) go to
@@ -26,14 +27,17 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from sklearn.metrics import log_loss, roc_auc_score
 from tqdm import tqdm
 
-from models import data, optimizers
+from models import data, distribute, optimizers, precision
 from models import train_report as report
 from models.runner_config import PRESETS, RunnerConfig, config_path, load_runner_config
 from models.stage import preset_for
-from models.train_step import create_train_step, tune_memory_allocator
+from models.train_report import (  # also used by gbdt, libffm
+    constant_logloss,
+    logloss_and_auc,
+)
+from models.train_step import tune_memory_allocator
 from preprocessing.field_spec import open_field_files
 from stages import config as config_lib
 from stages.manifest import Stage
@@ -75,7 +79,8 @@ def train_model(tag: str, model_id: str, config: RunnerConfig, *, force: bool = 
     """
     started = time.time()
     stage = Stage(tag, "05_train", stage_config(model_id, config),
-                  inputs=[stage_dir(tag, "03_hash")], code=["models"], unit=model_id)
+                  inputs=[stage_dir(tag, config.train.input_stage)], code=["models"],
+                  unit=model_id)
     if not stage.should_run(force):
         return None
     if build_model is None:
@@ -83,24 +88,33 @@ def train_model(tag: str, model_id: str, config: RunnerConfig, *, force: bool = 
         build_model = registry.build
     train = config.train
     tune_memory_allocator()
+    strategy = distribute.create_strategy(train.distribute)  # before any other TensorFlow op
     keras.backend.clear_session()  # models.stage trains every model in one process
     keras.utils.set_random_seed(train.seed)
     if train.deterministic and keras.backend.backend() == "tensorflow":
         import tensorflow as tf
         tf.config.experimental.enable_op_determinism()
-    spec, splits = open_field_files(stage_dir(tag, "03_hash"))
-    model = build_model(config.arch, spec, **config.hyperparameters)
-    model(np.zeros((1, spec.num_fields), np.int32))  # creates the weights
+    spec, splits = open_field_files(stage_dir(tag, train.input_stage))
+    with distribute.scope(strategy), precision.dtype_policy(train.precision):
+        model = build_model(config.arch, spec, **config.hyperparameters)
+        model(np.zeros((1, spec.num_fields), np.int32))  # creates the weights
     settings = optimizers.OptimizerSettings(
         train.optimizer, train.learning_rate, train.adam_beta_1, train.adam_beta_2,
         train.adam_epsilon, train.adagrad_initial_accumulator)
-    step = create_train_step(model, settings, train.loss_reduction, train.jit_compile,
-                             train.eval_batch_size)
+    step = distribute.create_step(strategy, model, settings, train.loss_reduction,
+                                  train.jit_compile, train.eval_batch_size)
     run = TrainingRun(stage, spec, splits, model, step, train, interrupt_after_steps)
+    if not distribute.is_chief(strategy):  # trains in step with the chief, publishes nothing
+        run.checkpoint_dir = run.checkpoint_dir.with_name(
+            f"{model_id}.worker{distribute.worker_index(strategy)}")
+        run.summary.enabled = False
     if resume:
         run.restore_checkpoint()
     if not run.fit():
         return None
+    if not distribute.is_chief(strategy):
+        shutil.rmtree(run.checkpoint_dir, ignore_errors=True)
+        return run.metrics(run.step.predict(splits["valid"].fields), time.time() - started)
     with stage.build() as out:
         metrics = run.publish(out, config, wall_seconds=time.time() - started)
         stage.record(metrics=metrics)
@@ -162,7 +176,8 @@ class TrainingRun:
                 batches = data.prefetch(data.epoch_batches(
                     self.train_fields, self.train_labels, train.batch_size,
                     train.shuffle_buffer_rows, train.seed, progress.epoch,
-                    progress.step_in_epoch, pad_limit), train.prefetch_batches)
+                    progress.step_in_epoch, pad_limit, self.step.make_batch),
+                    train.prefetch_batches)
                 for batch in batches:
                     self._train_batch(batch, bar)
                     if progress.stopped_early or self._interrupted():
@@ -182,7 +197,7 @@ class TrainingRun:
         started = time.perf_counter()
         loss = self.step.step(batch)
         progress.train_seconds += time.perf_counter() - started
-        rows = len(batch.labels)
+        rows = batch.rows  # of the global batch when distributed
         progress.steps += 1
         progress.step_in_epoch = batch.step
         progress.examples += rows
@@ -272,21 +287,6 @@ class TrainingRun:
             "train_rows": self.train_rows, "train_seconds": progress.train_seconds,
             "wall_seconds": wall_seconds, "backend": keras.backend.backend(),
         }
-
-
-def logloss_and_auc(labels: np.ndarray, predictions: np.ndarray) -> tuple[float, float]:
-    """float64 logloss (sklearn clips at float64 eps) and AUC (nan if one class only)."""
-    labels = np.asarray(labels)
-    probabilities = np.asarray(predictions, np.float64)
-    loss = float(log_loss(labels, probabilities, labels=[0, 1]))
-    auc = float(roc_auc_score(labels, probabilities)) if 0 < labels.sum() < len(labels) \
-        else float("nan")
-    return loss, auc
-
-
-def constant_logloss(labels: np.ndarray, rate: float) -> float:
-    """Logloss of always predicting the training label rate (the RIG reference)."""
-    return float(log_loss(labels, np.full(len(labels), rate, np.float64), labels=[0, 1]))
 
 
 def save_npz_atomically(path: Path, arrays: dict) -> None:

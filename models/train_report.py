@@ -1,14 +1,35 @@
-"""Runner outputs besides predictions: history.csv, the learning curve, TensorBoard scalars."""
+"""Runner outputs besides predictions: metrics, history.csv, the learning curve, TensorBoard.
+
+Free of Keras and TensorFlow, so the GBDT and libFFM learners can share the metric definitions.
+"""
 
 from __future__ import annotations
 
 import csv
+import socket
+import time
 from pathlib import Path
 
-import keras
+import numpy as np
+from sklearn.metrics import log_loss, roc_auc_score
 
 HISTORY_COLUMNS = ("steps", "examples", "epoch", "train_logloss", "valid_logloss", "valid_auc",
                    "train_seconds")
+
+
+def logloss_and_auc(labels: np.ndarray, predictions: np.ndarray) -> tuple[float, float]:
+    """float64 logloss (sklearn clips at float64 eps) and AUC (nan if one class only)."""
+    labels = np.asarray(labels)
+    probabilities = np.asarray(predictions, np.float64)
+    loss = float(log_loss(labels, probabilities, labels=[0, 1]))
+    auc = float(roc_auc_score(labels, probabilities)) if 0 < labels.sum() < len(labels) \
+        else float("nan")
+    return loss, auc
+
+
+def constant_logloss(labels: np.ndarray, rate: float) -> float:
+    """Logloss of always predicting the training label rate (the RIG reference)."""
+    return float(log_loss(labels, np.full(len(labels), rate, np.float64), labels=[0, 1]))
 
 
 def write_history(history: list[dict], path: Path) -> None:
@@ -44,36 +65,37 @@ def plot_learning_curve(history: list[dict], path: Path, title: str) -> None:
 
 
 class SummaryWriter:
-    """TensorBoard scalars via tf.summary when the backend is TensorFlow; a no-op otherwise
-    (importing TensorFlow into a JAX run only for logging is not worth its memory).
+    """TensorBoard scalars, viewed with `tensorboard --logdir artifacts/TAG/05_train`.
 
-    Uses the low-level `tf.summary.write` with the "scalars" plugin metadata, which is what
-    `tf.summary.scalar` writes, because that wrapper needs the `tensorboard` package installed.
+    Writes the event file itself with the `tensorboard` package's protos and record writer
+    (`simple_value` scalars, what the scalars dashboard reads), not through tf.summary: JAX runs
+    log too, also on machines without TensorFlow, and no TensorFlow is loaded into them.
     """
 
     def __init__(self, directory: Path):
         self.directory = Path(directory)
-        self.writer = None
-        self.metadata = None
-        self.enabled = keras.backend.backend() == "tensorflow"
+        self.records = None
 
     def scalars(self, step: int, **values) -> None:
-        if not self.enabled:
-            return
-        import tensorflow as tf
+        from tensorboard.compat.proto import event_pb2, summary_pb2
 
-        if self.writer is None:
-            from tensorflow.core.framework import summary_pb2
+        if self.records is None:
+            from tensorboard.summary.writer.record_writer import RecordWriter
 
-            self.writer = tf.summary.create_file_writer(str(self.directory))
-            self.metadata = summary_pb2.SummaryMetadata(
-                plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
-        with self.writer.as_default(step=step):
-            for name, value in values.items():
-                tf.summary.write(name, tf.constant(value, tf.float32),
-                                 metadata=self.metadata.SerializeToString())
+            self.directory.mkdir(parents=True, exist_ok=True)
+            name = f"events.out.tfevents.{time.time():.6f}.{socket.gethostname()}"
+            self.records = RecordWriter(open(self.directory / name, "wb"))  # noqa: SIM115
+            self._write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+        summary = summary_pb2.Summary(value=[
+            summary_pb2.Summary.Value(tag=name, simple_value=float(value))
+            for name, value in values.items()])
+        self._write(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
+
+    def _write(self, event) -> None:
+        self.records.write(event.SerializeToString())
+        self.records.flush()  # a few events per evaluation: a live `tensorboard` sees them
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+        if self.records is not None:
+            self.records.close()
+            self.records = None

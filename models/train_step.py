@@ -18,7 +18,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from models import optimizers
+from models import optimizers, precision
 from models.layers.embedding import sparse_embeddings
 
 
@@ -112,6 +112,7 @@ class TensorFlowTrainStep:
     Without XLA, unique ids are exact (dynamic shapes cost nothing). With `jit_compile`, batches
     must be padded (`pads_unique`) so XLA compiles a handful of shapes, not one per batch.
     """
+    make_batch = None  # data.epoch_batches' default batches (models/distribute.py shards them)
 
     def __init__(self, model, settings, loss_reduction, jit_compile, eval_batch_size):
         import tensorflow as tf
@@ -128,9 +129,14 @@ class TensorFlowTrainStep:
                                                        per_row=index in self.table_indices).items()}
                       for index in range(len(trainable))}
         self.step_counter = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.loss_scale = self.good_steps = None  # float16 only (models/precision.py)
+        if precision.needs_loss_scale(model):
+            self.loss_scale = tf.Variable(precision.INITIAL_LOSS_SCALE, trainable=False)
+            self.good_steps = tf.Variable(0, dtype=tf.int32, trainable=False)
         self._train = tf.function(self._train_step, jit_compile=jit_compile, reduce_retracing=True)
-        self._predict = tf.function(lambda ids: ops.sigmoid(model(ids, training=False)),
-                                    jit_compile=jit_compile, reduce_retracing=True)
+        self._predict = tf.function(
+            lambda ids: ops.sigmoid(precision.float32_logits(model(ids, training=False))),
+            jit_compile=jit_compile, reduce_retracing=True)
 
     def step(self, batch) -> float:
         return float(self._train(batch.compact_ids, batch.unique_ids, batch.counts, batch.labels))
@@ -138,37 +144,55 @@ class TensorFlowTrainStep:
     def _train_step(self, compact_ids, unique_ids, counts, labels):
         import tensorflow as tf
 
+        rows, gradients, data_loss = self._gradients(compact_ids, unique_ids, counts, labels)
+        if self.loss_scale is None:
+            self._apply_gradients(unique_ids, counts, rows, gradients)
+            return data_loss
+        gradients, finite = precision.unscale(gradients, self.loss_scale)
+
+        def apply():
+            self._apply_gradients(unique_ids, counts, rows, gradients)
+            return tf.constant(True)
+
+        # an overflowed float16 step changes nothing but the loss scale
+        tf.cond(finite, apply, lambda: tf.constant(False))
+        scale, good_steps = precision.next_loss_scale(self.loss_scale, self.good_steps, finite)
+        self.loss_scale.assign(scale)
+        self.good_steps.assign(good_steps)
+        return data_loss
+
+    def _gradients(self, compact_ids, unique_ids, counts, labels):
+        """(float32 rows [U, D] per table, gradients of rows + dense weights, data loss);
+        gradients are multiplied by the loss scale when there is one."""
+        import tensorflow as tf
+
         from models.layers.embedding import compact_rows
 
         rows = [tf.gather(table, unique_ids) for table in self.tables]
         with tf.GradientTape() as tape:
             tape.watch(rows)
-            with compact_rows(dict(zip(self.layers, rows))):
-                logits = self.model(compact_ids, training=True)
-            loss, data_loss = batch_loss(logits, labels, rows, counts, self.layers,
-                                         self.loss_reduction, self.model.losses)
+            with compact_rows(dict(zip(self.layers, precision.compute_rows(self.layers, rows)))):
+                logits = precision.float32_logits(self.model(compact_ids, training=True))
+            loss, data_loss = self._loss(logits, labels, rows, counts)
+            if self.loss_scale is not None:
+                loss = loss * self.loss_scale
         gradients = tape.gradient(loss, rows + self.dense)
+        return rows, [tf.convert_to_tensor(gradient) for gradient in gradients], data_loss
+
+    def _loss(self, logits, labels, rows, counts):
+        """(loss to differentiate, data loss); the distributed step rescales them."""
+        return batch_loss(logits, labels, rows, counts, self.layers, self.loss_reduction,
+                          [precision.float32_logits(loss) for loss in self.model.losses])
+
+    def _apply_gradients(self, unique_ids, counts, rows, gradients):
         step = self.step_counter.assign_add(1)
         for index, table, table_rows, gradient in zip(self.table_indices, self.tables, rows,
                                                       gradients):
-            slots = self.slots[index]
-            slot_rows = {name: tf.gather(slot, unique_ids) for name, slot in slots.items()}
-            new_rows, new_slot_rows = optimizers.apply(self.settings, table_rows,
-                                                       tf.convert_to_tensor(gradient), slot_rows)
-            for variable, value in [(table, new_rows)] + [(slots[name], new_slot_rows[name])
-                                                          for name in slots]:
-                if self.pads_unique:
-                    value = keep_first_for_padding(value, counts)
-                variable.scatter_update(tf.IndexedSlices(value, unique_ids))
+            update_rows(self.settings, table, table_rows, self.slots[index], unique_ids,
+                        gradient, counts if self.pads_unique else None)
         for index, variable, gradient in zip(self.dense_indices, self.dense,
                                              gradients[len(rows):]):
-            slots = self.slots[index]
-            value, new_slots = optimizers.apply(self.settings, variable,
-                                                tf.convert_to_tensor(gradient), dict(slots), step)
-            variable.assign(value)
-            for name, slot_value in new_slots.items():
-                slots[name].assign(slot_value)
-        return data_loss
+            update_dense(self.settings, variable, gradient, self.slots[index], step)
 
     def predict(self, ids: np.ndarray) -> np.ndarray:
         return predict_in_batches(self._predict, ids, self.eval_batch_size, self.pads_unique)
@@ -179,6 +203,9 @@ class TensorFlowTrainStep:
         for index, slots in self.slots.items():
             arrays.update({f"slot/{index}/{name}": slot.numpy() for name, slot in slots.items()})
         arrays["step"] = np.asarray(self.step_counter.numpy())
+        if self.loss_scale is not None:
+            arrays["loss_scale"] = np.asarray(self.loss_scale.numpy())
+            arrays["loss_scale_good_steps"] = np.asarray(self.good_steps.numpy())
         return arrays
 
     def load_state(self, arrays: dict) -> None:
@@ -189,12 +216,41 @@ class TensorFlowTrainStep:
                     slot.assign(arrays[f"slot/{index}/{name}"])
         if "step" in arrays:
             self.step_counter.assign(int(arrays["step"]))
+        if self.loss_scale is not None and "loss_scale" in arrays:
+            self.loss_scale.assign(float(arrays["loss_scale"]))
+            self.good_steps.assign(int(arrays["loss_scale_good_steps"]))
 
     def weights(self) -> dict[str, np.ndarray]:
         return weight_arrays(self.model)
 
     def sync_model(self) -> None:
         """The Keras variables are the training state here; nothing to copy."""
+
+
+def update_rows(settings, table, table_rows, slots: dict, unique_ids, gradient, counts=None):
+    """Sparse update of `table` (a tf.Variable) at `unique_ids` and of its slot rows.
+
+    Args:
+        table_rows, gradient: [U, D], the current rows and their gradient.
+        counts: [U] when unique ids are padded (`keep_first_for_padding`), else None.
+    """
+    import tensorflow as tf
+
+    slot_rows = {name: tf.gather(slot, unique_ids) for name, slot in slots.items()}
+    new_rows, new_slot_rows = optimizers.apply(settings, table_rows, gradient, slot_rows)
+    for variable, value in [(table, new_rows)] + [(slots[name], new_slot_rows[name])
+                                                  for name in slots]:
+        if counts is not None:
+            value = keep_first_for_padding(value, counts)
+        variable.scatter_update(tf.IndexedSlices(value, unique_ids))
+
+
+def update_dense(settings, variable, gradient, slots: dict, step) -> None:
+    """Dense update of a tf.Variable and its slot variables; `step` is the global step."""
+    value, new_slots = optimizers.apply(settings, variable, gradient, dict(slots), step)
+    variable.assign(value)
+    for name, slot_value in new_slots.items():
+        slots[name].assign(slot_value)
 
 
 def weight_arrays(model: keras.Model) -> dict[str, np.ndarray]:

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from models import optimizers
+from models import optimizers, precision
 from models.layers.embedding import compact_rows
 from models.train_step import (
     batch_loss,
@@ -28,6 +28,7 @@ from models.train_step import (
 
 class JaxTrainStep:
     pads_unique = True
+    make_batch = None  # data.epoch_batches' default batches
 
     def __init__(self, model, settings, loss_reduction, eval_batch_size):
         self.model, self.settings, self.loss_reduction = model, settings, loss_reduction
@@ -43,6 +44,9 @@ class JaxTrainStep:
                 for index, variable in enumerate(trainable)],
             "step": jnp.zeros((), jnp.int32),
         }
+        if precision.needs_loss_scale(model):  # float16 (models/precision.py)
+            self.state_tree["loss_scale"] = jnp.asarray(precision.INITIAL_LOSS_SCALE, jnp.float32)
+            self.state_tree["loss_scale_good_steps"] = jnp.zeros((), jnp.int32)
         self._train = jax.jit(self._train_step, donate_argnums=0)
         self._predict = jax.jit(self._predict_fn)
 
@@ -55,20 +59,40 @@ class JaxTrainStep:
         trainable = state["trainable"]
         rows = [trainable[index][unique_ids] for index in self.table_indices]
         dense = [trainable[index] for index in self.dense_indices]
+        loss_scale = state.get("loss_scale")
 
         def loss_fn(rows, dense):
             values = list(trainable)  # tables stay as they are: the model reads `rows` instead
             for index, value in zip(self.dense_indices, dense):
                 values[index] = value
-            with compact_rows(dict(zip(self.layers, rows))):
+            with compact_rows(dict(zip(self.layers, precision.compute_rows(self.layers, rows)))):
                 logits, non_trainable, losses = self._forward(
                     values, state["non_trainable"], compact_ids, training=True)
-            loss, data_loss = batch_loss(logits, labels, rows, counts, self.layers,
-                                         self.loss_reduction, losses)
-            return loss, (data_loss, non_trainable)
+            loss, data_loss = batch_loss(
+                precision.float32_logits(logits), labels, rows, counts, self.layers,
+                self.loss_reduction, [precision.float32_logits(loss) for loss in losses])
+            return loss if loss_scale is None else loss * loss_scale, (data_loss, non_trainable)
 
         (row_gradients, dense_gradients), (data_loss, non_trainable) = jax.grad(
             loss_fn, argnums=(0, 1), has_aux=True)(rows, dense)
+        if loss_scale is None:
+            return self._apply_gradients(state, rows, row_gradients, dense_gradients,
+                                         non_trainable, unique_ids, counts), data_loss
+        gradients, finite = precision.unscale(list(row_gradients) + list(dense_gradients),
+                                              loss_scale)
+        new_state = jax.lax.cond(  # an overflowed float16 step changes nothing but the scale
+            finite, lambda: self._apply_gradients(
+                state, rows, gradients[:len(rows)], gradients[len(rows):], non_trainable,
+                unique_ids, counts),
+            lambda: {**state, "non_trainable": non_trainable})
+        new_state["loss_scale"], new_state["loss_scale_good_steps"] = precision.next_loss_scale(
+            loss_scale, state["loss_scale_good_steps"], finite)
+        return new_state, data_loss
+
+    def _apply_gradients(self, state, rows, row_gradients, dense_gradients, non_trainable,
+                         unique_ids, counts):
+        """The new state after one sparse-row / dense update."""
+        trainable = state["trainable"]
         step = state["step"] + 1
         new_trainable, new_slots = list(trainable), list(state["slots"])
         for index, table_rows, gradient in zip(self.table_indices, rows, row_gradients):
@@ -82,8 +106,8 @@ class JaxTrainStep:
         for index, gradient in zip(self.dense_indices, dense_gradients):
             new_trainable[index], new_slots[index] = optimizers.apply(
                 self.settings, trainable[index], gradient, state["slots"][index], step)
-        return {"trainable": new_trainable, "non_trainable": non_trainable, "slots": new_slots,
-                "step": step}, data_loss
+        return {**state, "trainable": new_trainable, "non_trainable": non_trainable,
+                "slots": new_slots, "step": step}
 
     def _forward(self, trainable, non_trainable, ids, training: bool):
         """`model.stateless_call`, but through `model.__call__`, so `training` reaches nested
@@ -100,7 +124,7 @@ class JaxTrainStep:
 
     def _predict_fn(self, trainable, non_trainable, ids):
         logits, _, _ = self._forward(trainable, non_trainable, ids, training=False)
-        return ops.sigmoid(logits)
+        return ops.sigmoid(precision.float32_logits(logits))
 
     def predict(self, ids: np.ndarray) -> np.ndarray:
         def predict_fn(chunk):
@@ -120,7 +144,9 @@ class JaxTrainStep:
         for index, slots in enumerate(self.state_tree["slots"]):
             arrays.update({f"slot/{index}/{name}": np.array(value)
                            for name, value in slots.items()})
-        arrays["step"] = np.array(self.state_tree["step"])
+        for name in ("step", "loss_scale", "loss_scale_good_steps"):
+            if name in self.state_tree:
+                arrays[name] = np.array(self.state_tree[name])
         return arrays
 
     def load_state(self, arrays: dict) -> None:
@@ -131,8 +157,9 @@ class JaxTrainStep:
         tree["slots"] = [{name: jnp.asarray(arrays.get(f"slot/{index}/{name}", value))
                           for name, value in slots.items()}
                          for index, slots in enumerate(tree["slots"])]
-        if "step" in arrays:
-            tree["step"] = jnp.asarray(arrays["step"], jnp.int32)
+        for name in ("step", "loss_scale", "loss_scale_good_steps"):
+            if name in arrays and name in tree:
+                tree[name] = jnp.asarray(arrays[name], tree[name].dtype)
 
     def sync_model(self) -> None:
         """Copies the trained state into the Keras variables (before saving or plain inference)."""

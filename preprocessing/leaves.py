@@ -8,9 +8,10 @@ Writes `04_leaves/`, readable like `03_hash/` with `open_field_files`:
 - `{split}.labels.npy`, `{split}.ids.npy`, `{split}.ints.npy`: hard links to (or copies of) 03's;
 - `{split}.leaves.npy`: uint16 [rows, trees], the leaf reached in each tree, as a heap node number
   (root 1, children 2i and 2i+1: the winners' leaf ids, 128..255 for depth-7 leaves);
-- `gbdt.json` (the model that gives validation/test leaves, xgboost JSON), `gbdt.fold<k>.json` and
-  `train.folds.npy` (uint8 fold of every training row) in out_of_fold mode; `leaves.json`
-  (per tree: the leaf ids, local ids and training counts); `{split}.ffm` with `leaves.libffm`.
+- `gbdt.json` (the model fitted on all training rows, xgboost JSON; it gives every leaf in
+  in_sample mode), and in out_of_fold mode `gbdt.fold<k>.json` and `{split}.folds.npy` (uint8:
+  the fold whose trees give the row's leaves); `leaves.json` (per tree: the fold, leaf, local id
+  and training count of every key); `{split}.ffm` with `leaves.libffm`.
 
 The winners (3 Idiots, solvers/gbdt) fitted 30 trees of depth 7 with Friedman's LK-TreeBoost:
 Newton leaf values, no shrinkage, no subsampling, no minimum leaf size, no regularisation, base
@@ -21,14 +22,16 @@ G^2/H where the winners maximised the gradient variance sl^2/nl + sr^2/nr), and 
 integer columns into 256 quantiles (`tree_method: exact` searches every threshold, like the
 winners, but needs the GBDT matrix in RAM).
 
-Each tree t becomes a categorical field keyed "t:leaf" (t from 1, leaf the heap number), hashed
-with the 03 hash mode and numbered like the other fields: local id 0 = a leaf no training row
-reached (OOV), 1 = rare (unused: the winners kept every leaf), 2.. = leaves in ascending hash order.
-Modes: `in_sample` (the winners: the trees saw the training rows whose leaves they give) and
-`out_of_fold` (training rows split into K random folds; a row's leaves come from the trees fitted
-on the other folds; validation and test rows use the trees fitted on all training rows). Trees of
-different fit share the "t:leaf" keys, so a key means "leaf l of the t-th tree" of whichever model
-gave it; trees fitted on 80% and 100% of the rows split alike near the root and drift deeper down.
+Each tree t becomes a categorical field, hashed with the 03 hash mode and numbered like the other
+fields: local id 0 = a leaf no training row reached (OOV), 1 = rare (unused: the winners kept
+every leaf), 2.. = keys in ascending hash order. Modes (`field_spec.json` extra.leaves.mode):
+- `in_sample` (the winners): the trees fitted on all training rows give every row's leaves; the
+  key is the winners' "t:leaf" (t from 1, leaf the heap number).
+- `out_of_fold`: training rows are split into K random folds and the trees fitted on the other
+  K-1 folds give a row's leaves, so they never come from trees that saw it; validation and test
+  rows get a random fold too and the leaves of that fold's trees, so they see the same trees as
+  the training rows. The key "k:t:leaf" (fold k from 1) names the trees: leaf l of tree t means
+  something else in every fit, and in-sample keys can never collide with out-of-fold ones.
 """
 
 from __future__ import annotations
@@ -44,13 +47,14 @@ import xgboost as xgb
 from sklearn.metrics import log_loss
 
 from preprocessing import export, field_spec, keys
+from preprocessing.npy import NpyWriter
 from stages import config as config_lib
 from stages import settings
 from stages.manifest import Stage
 from stages.paths import stage_dir
 
 CODE = ["preprocessing/leaves.py", "preprocessing/field_spec.py", "preprocessing/keys.py",
-        "preprocessing/export.py"]
+        "preprocessing/export.py", "preprocessing/npy.py"]
 CHUNK_ROWS = 1 << 18
 
 
@@ -156,27 +160,42 @@ def predict_leaves(booster: xgb.Booster, matrix, out, rows=None) -> None:
         out[chunk] = np.stack([table[nodes[:, tree]] for tree, table in enumerate(tables)], 1)
 
 
-def leaf_vocabulary(train_leaves, trees: int, hashing: dict) -> list[dict]:
-    """Per tree: the leaves training rows reached, their "t:leaf" hashes and local ids.
+def leaf_key(fold: int | None, tree: int, leaf: int) -> str:
+    """"t:leaf" (in-sample, the winners') or "k:t:leaf" (out-of-fold, fold k), t and k from 1."""
+    return f"{tree + 1}:{leaf}" if fold is None else f"{fold + 1}:{tree + 1}:{leaf}"
 
-    Returns [{"leaves": heap numbers, "ids": local ids, "counts": training rows, "size": ids in
-    the field (2 reserved + distinct hashes)}] in tree order.
+
+def leaf_vocabulary(train_leaves, trees: int, hashing: dict, train_folds=None,
+                    folds: int = 1) -> list[dict]:
+    """Per tree: the (fold, leaf) pairs training rows reached, their key hashes and local ids.
+
+    Args:
+        train_folds: uint8 [rows], the fold whose trees gave each row's leaves (out-of-fold
+            mode); None in in-sample mode.
+    Returns [{"folds": folds (None in-sample), "leaves": heap numbers, "ids": local ids,
+    "counts": training rows, "size": ids in the field (2 reserved + distinct hashes)}].
     """
-    counts = np.zeros((trees, 1 << 16), np.int64)
+    counts = np.zeros((trees, folds << 16), np.int64)
     for start in range(0, len(train_leaves), CHUNK_ROWS):
-        block = np.asarray(train_leaves[start:start + CHUNK_ROWS])
+        block = np.asarray(train_leaves[start:start + CHUNK_ROWS]).astype(np.int64)
+        if train_folds is not None:
+            block += np.asarray(train_folds[start:start + CHUNK_ROWS], np.int64)[:, None] << 16
         for tree in range(trees):
-            counts[tree] += np.bincount(block[:, tree], minlength=1 << 16)
+            counts[tree] += np.bincount(block[:, tree], minlength=folds << 16)
     vocabulary = []
     for tree in range(trees):
-        leaves = np.flatnonzero(counts[tree])
-        hashes = np.array([keys.hash_key(f"{tree + 1}:{leaf}", hashing["mode"],
-                                         hashing["md5_bins"]) for leaf in leaves], np.uint64)
+        codes = np.flatnonzero(counts[tree])
+        fold_of, leaves = codes >> 16, codes & 0xFFFF
+        hashes = np.array([keys.hash_key(leaf_key(None if train_folds is None else int(fold),
+                                                  tree, int(leaf)),
+                                         hashing["mode"], hashing["md5_bins"])
+                           for fold, leaf in zip(fold_of, leaves)], np.uint64)
         distinct = np.unique(hashes)
-        vocabulary.append({"leaves": leaves.tolist(),
+        vocabulary.append({"folds": None if train_folds is None else fold_of.tolist(),
+                           "leaves": leaves.tolist(),
                            "ids": (field_spec.FIRST_VALUE_ID
                                    + np.searchsorted(distinct, hashes)).tolist(),
-                           "counts": counts[tree, leaves].tolist(),
+                           "counts": counts[tree, codes].tolist(),
                            "size": field_spec.FIRST_VALUE_ID + len(distinct)})
     return vocabulary
 
@@ -190,21 +209,31 @@ def leaf_spec(spec: field_spec.FieldSpec, vocabulary: list[dict], provenance: di
     return dataclasses.replace(extended, min_count={**extended.min_count, "leaf": 1})
 
 
-def write_fields(path: Path, base_fields, leaves, vocabulary: list[dict], offsets) -> np.ndarray:
-    """int32 [rows, F + trees]: the 03 fields, then global ids of each tree's leaf."""
-    tables = np.zeros((len(vocabulary), 1 << 16), np.int32)  # heap number -> local id (0: OOV)
+def write_fields(path: Path, base_fields, leaves, vocabulary: list[dict], offsets,
+                 row_folds=None) -> np.ndarray:
+    """int32 [rows, F + trees]: the 03 fields, then global ids of each tree's (fold, leaf) key.
+
+    row_folds: uint8 [rows], the fold of each row's leaves (out-of-fold mode), else None.
+    """
+    folds = 1 if row_folds is None else 1 + max(max(entry["folds"]) for entry in vocabulary)
+    # (fold, heap number) -> local id (0: OOV)
+    tables = np.zeros((len(vocabulary), folds << 16), np.int32)
     for tree, entry in enumerate(vocabulary):
-        tables[tree, entry["leaves"]] = entry["ids"]
+        codes = np.asarray(entry["leaves"], np.int64)
+        if row_folds is not None:
+            codes += np.asarray(entry["folds"], np.int64) << 16
+        tables[tree, codes] = entry["ids"]
     rows, width = base_fields.shape
-    out = np.lib.format.open_memmap(path, "w+", np.int32, (rows, width + len(vocabulary)))
     tree_index = np.arange(len(vocabulary))
-    for start in range(0, rows, CHUNK_ROWS):
-        stop = min(start + CHUNK_ROWS, rows)
-        out[start:stop, :width] = base_fields[start:stop]
-        block = np.asarray(leaves[start:stop])
-        out[start:stop, width:] = tables[tree_index, block] + np.asarray(offsets, np.int32)
-    out.flush()
-    return out
+    with NpyWriter(path, np.int32, (width + len(vocabulary),)) as out:
+        for start in range(0, rows, CHUNK_ROWS):
+            stop = min(start + CHUNK_ROWS, rows)
+            block = np.asarray(leaves[start:stop]).astype(np.int64)
+            if row_folds is not None:
+                block += np.asarray(row_folds[start:stop], np.int64)[:, None] << 16
+            leaf_ids = tables[tree_index, block] + np.asarray(offsets, np.int32)
+            out.append(np.concatenate([np.asarray(base_fields[start:stop]), leaf_ids], axis=1))
+    return np.load(path, mmap_mode="r")
 
 
 def link_or_copy(source: Path, target: Path) -> None:
@@ -233,30 +262,36 @@ def build(tag: str, config: settings.LeavesConfig, seed: int, out: Path) -> fiel
               for split in field_spec.SPLITS}
     model = fit_trees(matrices["train"], labels, None, config, seed)
     model.save_model(out / "gbdt.json")
-    for split in ("valid", "test"):
-        predict_leaves(model, matrices[split], leaves[split])
+    row_folds = {split: None for split in field_spec.SPLITS}
     if config.mode == "in_sample":
-        predict_leaves(model, matrices["train"], leaves["train"])
+        for split in field_spec.SPLITS:
+            predict_leaves(model, matrices[split], leaves[split])
     else:
-        folds = np.random.default_rng(seed).integers(config.folds, size=len(labels), dtype=np.uint8)
-        np.save(out / "train.folds.npy", folds)
+        rng = np.random.default_rng(seed)
+        for split in field_spec.SPLITS:  # train first: its folds do not depend on the others
+            row_folds[split] = rng.integers(config.folds, size=spec.rows[split], dtype=np.uint8)
+            np.save(out / f"{split}.folds.npy", row_folds[split])
         for fold in range(config.folds):
-            fold_model = fit_trees(matrices["train"], labels, folds != fold, config, seed)
+            fold_model = fit_trees(matrices["train"], labels, row_folds["train"] != fold,
+                                   config, seed)
             fold_model.save_model(out / f"gbdt.fold{fold}.json")
-            predict_leaves(fold_model, matrices["train"], leaves["train"],
-                           np.flatnonzero(folds == fold))
-    vocabulary = leaf_vocabulary(leaves["train"], config.trees, spec.hashing)
+            for split in field_spec.SPLITS:
+                predict_leaves(fold_model, matrices[split], leaves[split],
+                               np.flatnonzero(row_folds[split] == fold))
+    vocabulary = leaf_vocabulary(leaves["train"], config.trees, spec.hashing, row_folds["train"],
+                                 config.folds if config.mode == "out_of_fold" else 1)
     (out / "leaves.json").write_text(json.dumps(vocabulary) + "\n")
     provenance = {**config_lib.to_dict(config), "library": f"xgboost {xgb.__version__}",
                   "seed": seed, "valid_logloss": gbdt_logloss(model, matrices["valid"],
                                                               splits["valid"].labels)}
+    provenance["key_format"] = "tree:leaf" if config.mode == "in_sample" else "fold:tree:leaf"
     if config.mode == "in_sample":
         provenance["folds"] = None
     new_spec = leaf_spec(spec, vocabulary, provenance)
     offsets = new_spec.offsets[spec.num_fields:]
     for split, arrays in splits.items():
         fields = write_fields(out / f"{split}.fields.npy", arrays.fields, leaves[split],
-                              vocabulary, offsets)
+                              vocabulary, offsets, row_folds[split])
         for name, path in field_spec.split_paths(hash_dir, split).items():
             if name != "fields" and path.exists():
                 link_or_copy(path, out / path.name)

@@ -71,6 +71,7 @@ def test_in_sample_leaf_fields_extend_the_hashed_fields(staged):
                                                                          range(1, TREES + 1)]
     assert {field.kind for field in spec.fields[39:]} == {"leaf"}
     assert spec.extra["leaves"]["mode"] == "in_sample" and spec.extra["leaves"]["folds"] is None
+    assert spec.extra["leaves"]["key_format"] == "tree:leaf"
     assert spec.extra["leaves"]["max_depth"] == 7 and spec.extra["leaves"]["learning_rate"] == 1
     booster = xgb.Booster(model_file=str(out / "gbdt.json"))
     leaf_values = tree_leaves(booster)
@@ -122,27 +123,45 @@ def test_out_of_fold_leaves_never_come_from_trees_that_saw_the_row(staged, monke
         return booster
 
     monkeypatch.setattr(leaves, "fit_trees", spy)
-    spec, _ = run_leaves("--set", "leaves.mode=out_of_fold", "--set", "leaves.folds=3")
+    spec, splits = run_leaves("--set", "leaves.mode=out_of_fold", "--set", "leaves.folds=3")
     out = stage_dir("t", "04_leaves")
     assert spec.extra["leaves"]["mode"] == "out_of_fold" and spec.extra["leaves"]["folds"] == 3
-    folds = np.load(out / "train.folds.npy")
-    heaps = np.load(out / "train.leaves.npy")
-    matrix = np.load(stage_dir("t", "04_export") / "train.gbdt.npy")
+    assert spec.extra["leaves"]["key_format"] == "fold:tree:leaf"
     (full_keep, full_model), *fold_models = fitted
     assert full_keep is None and len(fold_models) == 3
-    in_sample = np.zeros_like(heaps)
-    leaves.predict_leaves(full_model, matrix, in_sample)
-    for fold, (keep, booster) in enumerate(fold_models):
-        rows = np.flatnonzero(folds == fold)
-        assert len(rows) > 0 and not keep[rows].any() and keep[folds != fold].all()
-        expected = np.zeros((len(rows), TREES), np.uint16)
-        leaves.predict_leaves(booster, matrix[rows], expected)
-        np.testing.assert_array_equal(heaps[rows], expected)
-    assert (heaps != in_sample).any()  # out-of-fold trees differ from the all-rows trees
-    valid_heaps = np.zeros((spec.rows["valid"], TREES), np.uint16)
-    leaves.predict_leaves(full_model, np.load(stage_dir("t", "04_export") / "valid.gbdt.npy"),
-                          valid_heaps)
-    np.testing.assert_array_equal(np.load(out / "valid.leaves.npy"), valid_heaps)
+    train_folds = np.load(out / "train.folds.npy")
+    vocabulary = json.loads((out / "leaves.json").read_text())
+    for split in field_spec.SPLITS:
+        folds = np.load(out / f"{split}.folds.npy")
+        heaps = np.load(out / f"{split}.leaves.npy")
+        matrix = np.load(stage_dir("t", "04_export") / f"{split}.gbdt.npy")
+        in_sample = np.zeros_like(heaps)
+        leaves.predict_leaves(full_model, matrix, in_sample)
+        for fold, (keep, booster) in enumerate(fold_models):
+            rows = np.flatnonzero(folds == fold)
+            assert len(rows) > 0 and keep[train_folds != fold].all()
+            if split == "train":  # the trees giving a row's leaves never saw the row
+                assert not keep[rows].any()
+            expected = np.zeros((len(rows), TREES), np.uint16)
+            leaves.predict_leaves(booster, matrix[rows], expected)
+            np.testing.assert_array_equal(heaps[rows], expected)
+        assert (heaps != in_sample).any()  # out-of-fold trees differ from the all-rows trees
+        # Each leaf field holds the hash of "fold:tree:leaf" with the row's own fold.
+        tree = 1
+        local = splits[split].fields[:, 39 + tree] - spec.offsets[39 + tree]
+        entry = vocabulary[tree]
+        key_ids = {leaves.leaf_key(fold, tree, leaf): local_id for fold, leaf, local_id in
+                   zip(entry["folds"], entry["leaves"], entry["ids"])}
+        expected_ids = [key_ids.get(f"{fold + 1}:{tree + 1}:{leaf}", 0)
+                        for fold, leaf in zip(folds, heaps[:, tree])]
+        assert local.tolist() == expected_ids
+        if split == "train":
+            assert min(expected_ids) >= field_spec.FIRST_VALUE_ID
+        else:  # prediction rows reach keys seen in training: their trees' leaves
+            assert np.mean(local >= field_spec.FIRST_VALUE_ID) > 0.95
+    hashes = {keys.hash_key(f"{fold + 1}:{tree + 1}:{leaf}", spec.hashing["mode"])
+              for fold, leaf in zip(entry["folds"], entry["leaves"])}
+    assert spec.vocabulary_sizes[39 + tree] == 2 + len(hashes)
 
 
 def test_leaves_config_is_strict(staged):

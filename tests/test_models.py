@@ -193,6 +193,43 @@ def test_kfm_at_init_equals_fm(kernel_type):
                                atol=1e-5)
 
 
+def test_kfm_input_norm_and_init_sparse_are_the_authors_kaggle_kfm():
+    """input_norm: tables read as if divided by sqrt(F), sparse L2 on the scaled rows;
+    init_sparse: w ~ U(0, 1), v ~ U(0, 1/sqrt(k))."""
+    kaggle = tiny_model("kfm", kernel_type="vec", input_norm=True, init_sparse=True,
+                        sparse_l2=2e-5)
+    plain = tiny_model("kfm", kernel_type="vec")
+    field_ids, _ = batch()
+    predict(kaggle, field_ids)
+    weights = keras.ops.convert_to_numpy(kaggle.linear.weights_table.embeddings)
+    table = keras.ops.convert_to_numpy(kaggle.embedding.embeddings)
+    assert 0 <= weights.min() and weights.max() < 1 and weights.std() > 0.2
+    assert 0 <= table.min() and table.max() < 1 / np.sqrt(TINY["kfm"]["embedding_dim"])
+    scale = 1 / np.sqrt(len(VOCABULARY_SIZES))
+    plain.linear.weights_table.embeddings.assign(weights * scale)
+    plain.embedding.embeddings.assign(table * scale)
+    np.testing.assert_allclose(predict(kaggle, field_ids), predict(plain, field_ids), rtol=1e-5,
+                               atol=1e-5)
+    assert [layer.sparse_l2 for layer in sparse_embeddings(kaggle)] == \
+        pytest.approx([2e-5 * scale ** 2] * 2)
+
+
+@pytest.mark.parametrize("kernel_type", ["mat", "vec", "num"])
+def test_kfm_sums_the_kernel_products_of_every_pair(kernel_type, tmp_path):
+    """KFM's summed kernel products (`vec`: no pair tensors) equal the per-pair layer's sum."""
+    kfm = tiny_model("kfm", kernel_type=kernel_type)
+    field_ids, _ = batch()
+    predict(kfm, field_ids)
+    randomise(kfm)
+    embeddings = kfm.embedding(field_ids)
+    pairs = keras.ops.convert_to_numpy(kfm.kernel_product(embeddings)).sum(axis=1, keepdims=True)
+    linear = keras.ops.convert_to_numpy(kfm.linear(field_ids))
+    np.testing.assert_allclose(predict(kfm, field_ids), linear + pairs, rtol=1e-5, atol=1e-5)
+    kfm.save(tmp_path / "kfm.keras")
+    np.testing.assert_array_equal(predict(keras.saving.load_model(tmp_path / "kfm.keras"),
+                                          field_ids), predict(kfm, field_ids))
+
+
 def test_adaptive_kfm_pads_fields_to_their_own_size():
     """Columns beyond k_i never matter, and at init KFM-mat is FM on the zero-padded vectors."""
     adaptive = {"c": 1.0, "max_dim": 3}  # sizes [5, 7, 3, ...] -> k_i = [2, 2, 1, ...]
@@ -301,3 +338,80 @@ def test_models_run_under_jax():
     assert result.returncode == 0, result.stderr[-2000:]
     shapes = json.loads(result.stdout.strip().splitlines()[-1])
     assert shapes == {name: [4, 1] for name in ["fm", "ffm", "ipnn", "kpnn", "pin"]}
+
+
+PLANTED_FIELDS, PLANTED_VALUES = 20, 6
+
+
+def planted_interactions(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labels from two XOR-like field pairs (0, 1) and (2, 3), a main effect of field 4 and 15
+    noise fields: LR sees little, a pairwise model a lot. 20 fields (190 pairs) because the
+    scale of a sum over pairs at initialisation grows with the number of pairs."""
+    rng = np.random.default_rng(seed)
+    half = np.repeat([-1.0, 1.0], PLANTED_VALUES // 2)
+    signs = np.stack([np.random.default_rng(field).permutation(half)
+                      for field in range(PLANTED_FIELDS)])
+    local = rng.integers(PLANTED_VALUES, size=(rows, PLANTED_FIELDS))
+    sign = signs[np.arange(5), local[:, :5]]  # [rows, 5]
+    logit = 1.5 * (sign[:, 0] * sign[:, 1] + sign[:, 2] * sign[:, 3]) + 0.5 * sign[:, 4] - 1.0
+    labels = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype("float32")
+    return (local + PLANTED_VALUES * np.arange(PLANTED_FIELDS)).astype("int32"), labels
+
+
+def test_nifm_starts_as_lr_and_beats_lr_and_a_constant_on_planted_pairs():
+    """NIFM once started at a logit std of sqrt(pairs) (19 at 39 fields) and ended far worse
+    than a constant on the demo; the identities above never trained it."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+    from sklearn.preprocessing import OneHotEncoder
+
+    (train_ids, train_labels), (valid_ids, valid_labels) = (planted_interactions(4000, 1),
+                                                            planted_interactions(2000, 2))
+    keras.utils.set_random_seed(0)
+    model = registry.build("nifm", TinySpec([PLANTED_VALUES] * PLANTED_FIELDS),
+                           embedding_dim=4, subnet_units=[8, 1])
+    np.testing.assert_array_equal(predict(model, valid_ids), 0.0)  # LR with zero weights
+    model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                  loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    model.fit(train_ids, train_labels, batch_size=200, epochs=3, verbose=0)
+    nifm = log_loss(valid_labels, keras.ops.convert_to_numpy(
+        keras.ops.sigmoid(model.predict(valid_ids, verbose=0)))[:, 0])
+    encoder = OneHotEncoder().fit(train_ids)
+    lr = LogisticRegression(max_iter=1000).fit(encoder.transform(train_ids), train_labels)
+    lr_loss = log_loss(valid_labels, lr.predict_proba(encoder.transform(valid_ids))[:, 1])
+    constant = log_loss(valid_labels, np.full(len(valid_labels), train_labels.mean()))
+    assert lr_loss > constant - 0.02  # the planted pairs are nearly invisible to LR
+    assert nifm < lr_loss - 0.05, (nifm, lr_loss, constant)
+
+
+def test_models_package_is_cheap_and_saved_models_load_with_keras_imported_first(tmp_path):
+    """`import models` loads no Keras (GBDT and libFFM runs); once Keras is imported it
+    registers every class, so a saved model loads without custom objects (here under JAX)."""
+    environment = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(REPO_ROOT)}
+    cheap = ("import sys, models, models.train_report\n"
+             "print(sorted({'keras', 'tensorflow', 'jax'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", cheap], capture_output=True, text=True,
+                            env=environment, cwd=REPO_ROOT, timeout=60, check=False)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr[-2000:]
+    path = tmp_path / "nifm.keras"
+    model = tiny_model("nifm")
+    field_ids, _ = batch()
+    predict(model, field_ids)  # builds the weights
+    randomise(model)  # its output kernel and linear weights start at zero
+    expected = predict(model, field_ids)
+    assert np.abs(expected).max() > 0.1
+    model.save(path)
+    np.save(tmp_path / "ids.npy", field_ids)
+    load = textwrap.dedent(f"""
+        import keras, numpy as np
+        import models
+        model = keras.saving.load_model({str(path)!r})
+        ids = np.load({str(tmp_path / "ids.npy")!r})
+        np.save({str(tmp_path / "logits.npy")!r}, keras.ops.convert_to_numpy(model(ids)))
+        print(type(model).__name__)
+    """)
+    result = subprocess.run([sys.executable, "-c", load], capture_output=True, text=True,
+                            env=environment, cwd=REPO_ROOT, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-1] == "NIFM"
+    np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), expected, rtol=1e-5, atol=1e-6)

@@ -50,7 +50,8 @@ class PairwiseMicroNetwork(keras.layers.Layer):
     """Sub-net per field pair: (Dense -> [fused LN] -> ReLU) per hidden layer, then Dense [-> LN].
 
     Weights are Glorot-uniform per pair, limit sqrt(6 / (in + out)) (the authors' default, not
-    Glorot over the 3-D shape, which would shrink them by sqrt(P)).
+    Glorot over the 3-D shape, which would shrink them by sqrt(P)); with `zero_output` the output
+    layer's kernel starts at zero instead, so every pair outputs exactly its (zero) bias.
 
     Args:
         num_fields: F.
@@ -60,12 +61,14 @@ class PairwiseMicroNetwork(keras.layers.Layer):
         layer_norm: fused layer norm after each hidden layer.
         output_layer_norm: fused layer norm after the output layer too (the authors' PIN does;
             NIFM must not, as the sum over pairs of normalised 1-unit outputs is a constant).
+        zero_output: zero-initialised output kernel (NIFM, whose logit sums the P outputs:
+            Glorot outputs of unit scale would start it at logit std ~sqrt(P), 19 at F = 39).
     Input: [B, F, k]. Output: [B, P, units[-1]].
     """
 
     def __init__(self, num_fields: int, embedding_dim: int, units=(40, 5),
                  use_product: bool = True, layer_norm: bool = True,
-                 output_layer_norm: bool = True, **kwargs):
+                 output_layer_norm: bool = True, zero_output: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.num_fields = int(num_fields)
         self.embedding_dim = int(embedding_dim)
@@ -73,19 +76,21 @@ class PairwiseMicroNetwork(keras.layers.Layer):
         self.use_product = bool(use_product)
         self.layer_norm = bool(layer_norm)
         self.output_layer_norm = bool(output_layer_norm)
+        self.zero_output = bool(zero_output)
         if not self.units or min(self.units) < 1:
             raise ValueError(f"PairwiseMicroNetwork: units must be positive widths, got {units}")
         pairs = num_pairs(self.num_fields)
         widths = [(3 if self.use_product else 2) * self.embedding_dim] + self.units
         self.kernels, self.biases, self.norms = [], [], []
         for index, (fan_in, fan_out) in enumerate(itertools.pairwise(widths)):
+            is_output = index == len(self.units) - 1
             limit = math.sqrt(6.0 / (fan_in + fan_out))
-            self.kernels.append(self.add_weight(
-                shape=(pairs, fan_in, fan_out), name=f"kernel_{index}",
-                initializer=keras.initializers.RandomUniform(-limit, limit)))
+            initializer = "zeros" if is_output and self.zero_output else \
+                keras.initializers.RandomUniform(-limit, limit)
+            self.kernels.append(self.add_weight(shape=(pairs, fan_in, fan_out),
+                                                initializer=initializer, name=f"kernel_{index}"))
             self.biases.append(self.add_weight(shape=(pairs, 1, fan_out), initializer="zeros",
                                                name=f"bias_{index}"))
-            is_output = index == len(self.units) - 1
             if (self.output_layer_norm if is_output else self.layer_norm):
                 self.norms.append(FusedLayerNormalization(fan_out, name=f"layer_norm_{index}"))
             else:
@@ -123,4 +128,4 @@ class PairwiseMicroNetwork(keras.layers.Layer):
         return {**super().get_config(), "num_fields": self.num_fields,
                 "embedding_dim": self.embedding_dim, "units": self.units,
                 "use_product": self.use_product, "layer_norm": self.layer_norm,
-                "output_layer_norm": self.output_layer_norm}
+                "output_layer_norm": self.output_layer_norm, "zero_output": self.zero_output}
