@@ -118,13 +118,7 @@ def plot(table: list[dict], path: Path) -> None:
 
 
 def main(argv=None) -> list[dict]:
-    args = common.experiment_parser(__doc__.splitlines()[0]).parse_args(argv)
-    config = common.load_experiment_config(AdamEpsilonConfig, "adam_epsilon", args.config,
-                                           args.set)
-    args.out.mkdir(parents=True, exist_ok=True)
-    table = run(config, common.source_folder(args), args.out, args.force)
-    print((args.out / "adam_epsilon.md").read_text())
-    return table
+    return common.table_main(__doc__, AdamEpsilonConfig, "adam_epsilon", run, argv)
 
 
 if __name__ == "__main__":

@@ -127,6 +127,17 @@ def _plain(value):
 
 # ---------------------------------------------------------------- data
 
+def table_main(module_doc: str, config_class, name: str, run, argv=None) -> list[dict]:
+    """The entry point of an experiment over field files: parse, load `name`'s config, call
+    `run(config, source folder, out, force)`, print `OUT/<name>.md`; returns the table."""
+    args = experiment_parser(module_doc.splitlines()[0]).parse_args(argv)
+    config = load_experiment_config(config_class, name, args.config, args.set)
+    args.out.mkdir(parents=True, exist_ok=True)
+    table = run(config, source_folder(args), args.out, args.force)
+    print((args.out / f"{name}.md").read_text())
+    return table
+
+
 def source_folder(args: argparse.Namespace) -> Path:
     """The stage-03 folder the experiment reads (built from synthetic data for a bare --tag)."""
     if args.data is not None:

@@ -108,13 +108,7 @@ def plot(table: list[dict], path: Path, machine: str) -> None:
 
 
 def main(argv=None) -> list[dict]:
-    args = common.experiment_parser(__doc__.splitlines()[0]).parse_args(argv)
-    config = common.load_experiment_config(ParamsSpeedConfig, "params_speed", args.config,
-                                           args.set)
-    args.out.mkdir(parents=True, exist_ok=True)
-    table = run(config, common.source_folder(args), args.out, args.force)
-    print((args.out / "params_speed.md").read_text())
-    return table
+    return common.table_main(__doc__, ParamsSpeedConfig, "params_speed", run, argv)
 
 
 if __name__ == "__main__":
