@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from models.layers.adaptive_embedding import field_width_mask
 from models.layers.embedding import SparseEmbedding
 from models.layers.linear import LinearTerm
 from models.layers.micro_network import PairwiseMicroNetwork
@@ -31,18 +32,21 @@ class NIFM(FieldModel):
 
     Args:
         vocabulary_sizes: ids per field.
-        embedding_dim: k (paper, Criteo: 20).
+        embedding_dim: k (paper, Criteo: 20), the cap K when `adaptive_embedding` is set.
         subnet_units: sub-net widths, the last being its output (paper, Criteo: [40, 1]).
         layer_norm: fused layer norm after the sub-net's hidden layers (the authors' PIN sub-net
             default; off here, see above).
+        adaptive_embedding: {"c": float, "max_dim": int} for per-field sizes, zero-padded to K
+            (models/layers/adaptive_embedding.py; paper Table 7); None for k everywhere.
         sparse_l2: L2 on looked-up rows (applied by the training runner).
     Input: field_ids int32 [B, F] global ids. Output: logits [B, 1].
     """
 
     def __init__(self, vocabulary_sizes: list[int], *, embedding_dim: int = 20,
-                 subnet_units=(40, 1), layer_norm: bool = False, sparse_l2: float = 0.0,
-                 **kwargs):
+                 subnet_units=(40, 1), layer_norm: bool = False,
+                 adaptive_embedding: dict | None = None, sparse_l2: float = 0.0, **kwargs):
         super().__init__(vocabulary_sizes, **kwargs)
+        self.width_mask = field_width_mask(vocabulary_sizes, embedding_dim, adaptive_embedding)
         self.linear = LinearTerm(self.total_vocabulary_size, sparse_l2=sparse_l2, name="linear")
         self.embedding = SparseEmbedding(self.total_vocabulary_size, embedding_dim,
                                          sparse_l2=sparse_l2, name="embedding")
@@ -52,5 +56,8 @@ class NIFM(FieldModel):
                                            name="subnet")
 
     def call(self, field_ids, training=None):
-        pair_outputs = self.subnet(self.embedding(field_ids))  # [B, P, U]
+        embeddings = self.embedding(field_ids)  # [B, F, k]
+        if self.width_mask is not None:
+            embeddings = embeddings * self.width_mask
+        pair_outputs = self.subnet(embeddings)  # [B, P, U]
         return self.linear(field_ids) + ops.sum(pair_outputs, axis=(1, 2))[:, None]

@@ -251,6 +251,23 @@ def test_adaptive_kfm_pads_fields_to_their_own_size():
     np.testing.assert_allclose(predict(fm, field_ids), before, rtol=1e-5, atol=1e-5)
 
 
+def test_adaptive_nifm_ignores_columns_beyond_each_fields_size():
+    nifm = tiny_model("nifm", adaptive_embedding={"c": 1.0, "max_dim": 3})
+    field_ids, _ = batch()
+    predict(nifm, field_ids)  # build
+    randomise(nifm)  # nonzero sub-net outputs: the embeddings matter
+    before = predict(nifm, field_ids)
+    table = keras.ops.convert_to_numpy(nifm.embedding.embeddings).copy()
+    field_of_row = np.repeat(np.arange(len(VOCABULARY_SIZES)), VOCABULARY_SIZES)
+    padded = nifm.width_mask[field_of_row] == 0
+    table[padded] = 99.0
+    nifm.embedding.embeddings.assign(table)
+    np.testing.assert_allclose(predict(nifm, field_ids), before, rtol=1e-5, atol=1e-5)
+    table[~padded] += 1.0
+    nifm.embedding.embeddings.assign(table)
+    assert np.abs(predict(nifm, field_ids) - before).max() > 1e-3
+
+
 @pytest.mark.parametrize("kernel_type", ["mat", "vec", "num"])
 def test_kpnn_at_init_equals_ipnn(kernel_type):
     ipnn = tiny_model("ipnn")
