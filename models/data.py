@@ -76,7 +76,8 @@ def steps_per_epoch(rows: int, batch_size: int) -> int:
 
 def epoch_batches(fields: np.ndarray, labels: np.ndarray, batch_size: int, block_rows: int,
                   seed: int, epoch: int, start_step: int = 0,
-                  pad_limit: int | None = None, make_batch=None) -> Iterator[Batch]:
+                  pad_limit: int | None = None, make_batch=None,
+                  negative_rate: float = 1.0) -> Iterator[Batch]:
     """Shuffled training batches of one epoch, starting after `start_step` batches.
 
     Args:
@@ -84,6 +85,8 @@ def epoch_batches(fields: np.ndarray, labels: np.ndarray, batch_size: int, block
         block_rows: rows read and shuffled together (the shuffle buffer).
         make_batch: (fields, labels, step) -> item yielded; `compact_batch` with `pad_limit` by
             default (`models/distribute.shard_batch` cuts batches per replica).
+        negative_rate: keep each negative row with this probability, a new seeded draw per
+            (epoch, block), so resuming still sees the batches of an uninterrupted run.
     The last batch of an epoch may be smaller than `batch_size`; no row is dropped.
     """
     if make_batch is None:
@@ -98,12 +101,16 @@ def epoch_batches(fields: np.ndarray, labels: np.ndarray, batch_size: int, block
     pending = 0
     for block in order:
         start, stop = int(starts[block]), int(min(starts[block] + block_rows, rows))
-        if skip >= stop - start:
-            skip -= stop - start
-            continue
         permutation = np.random.default_rng([seed, epoch, int(block)]).permutation(stop - start)
-        block_fields = np.asarray(fields[start:stop])
         block_labels = np.asarray(labels[start:stop])
+        if negative_rate < 1.0:
+            draws = np.random.default_rng([seed, epoch, int(block), 1]).random(stop - start)
+            permutation = permutation[(block_labels[permutation] == 1)
+                                      | (draws[permutation] < negative_rate)]
+        if skip >= len(permutation):
+            skip -= len(permutation)
+            continue
+        block_fields = np.asarray(fields[start:stop])
         position = skip
         skip = 0
         while position < len(permutation):

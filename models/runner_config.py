@@ -43,6 +43,9 @@ class TrainConfig:
     jit_compile: bool = False  # XLA for the training step (TensorFlow; JAX always compiles)
     # field files read: 03_hash (39 fields) or 04_leaves (39 + the GBDT leaf fields, 69)
     input_stage: typing.Literal["03_hash", "04_leaves"] = "03_hash"
+    # keep each negative training row with this probability (the paper down-samples Criteo's
+    # negatives); stage 06 undoes it from metrics.json's negative_sampling_rate
+    negative_sampling_rate: float = 1.0
     max_train_rows: int | None = None  # first rows only, for quick runs
     max_valid_rows: int | None = None
     log_every_steps: int = 50  # TensorBoard scalars
@@ -59,6 +62,9 @@ class TrainConfig:
         for name in ("early_stopping_patience", "eval_every_rows", "checkpoint_every_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"config.train.{name}: must be >= 0, got {getattr(self, name)}")
+        if not 0 < self.negative_sampling_rate <= 1:
+            raise ValueError("config.train.negative_sampling_rate: must be in (0, 1], got "
+                             f"{self.negative_sampling_rate}")
         if self.learning_rate <= 0:
             raise ValueError(f"config.train.learning_rate: must be > 0, got {self.learning_rate}")
 

@@ -29,6 +29,7 @@ import keras
 import numpy as np
 from tqdm import tqdm
 
+from ensembles.calibrate import correct_negative_sampling
 from models import data, distribute, optimizers, precision
 from models import train_report as report
 from models.runner_config import PRESETS, RunnerConfig, config_path, load_runner_config
@@ -176,7 +177,8 @@ class TrainingRun:
                 batches = data.prefetch(data.epoch_batches(
                     self.train_fields, self.train_labels, train.batch_size,
                     train.shuffle_buffer_rows, train.seed, progress.epoch,
-                    progress.step_in_epoch, pad_limit, self.step.make_batch),
+                    progress.step_in_epoch, pad_limit, self.step.make_batch,
+                    train.negative_sampling_rate),
                     train.prefetch_batches)
                 for batch in batches:
                     self._train_batch(batch, bar)
@@ -221,7 +223,7 @@ class TrainingRun:
     def _evaluate(self) -> None:
         """Validation logloss/AUC, history row, early-stopping bookkeeping, best weights saved."""
         progress = self.progress
-        predictions = self.step.predict(self.valid_fields)
+        predictions = self.undo_sampling(self.step.predict(self.valid_fields))
         valid_logloss, valid_auc = logloss_and_auc(self.valid_labels, predictions)
         train_logloss = progress.loss_sum / progress.loss_rows if progress.loss_rows else None
         progress.history.append({
@@ -268,10 +270,15 @@ class TrainingRun:
             shutil.copytree(self.checkpoint_dir / "tensorboard", out / "tensorboard")
         return metrics
 
+    def undo_sampling(self, predictions: np.ndarray) -> np.ndarray:
+        """Validation metrics and early stopping judge the rates of the unsampled data; the
+        published predictions stay raw and stage 06 undoes the sampling (its formula)."""
+        return correct_negative_sampling(predictions, self.train.negative_sampling_rate)
+
     def metrics(self, valid_predictions: np.ndarray, wall_seconds: float) -> dict:
         progress = self.progress
         labels = np.asarray(self.splits["valid"].labels)
-        valid_logloss, valid_auc = logloss_and_auc(labels, valid_predictions)
+        valid_logloss, valid_auc = logloss_and_auc(labels, self.undo_sampling(valid_predictions))
         constant = constant_logloss(labels, self.spec.label_rate["train"])
         return {
             "valid_logloss": valid_logloss, "valid_auc": valid_auc,
@@ -286,6 +293,7 @@ class TrainingRun:
             "stopped_early": progress.stopped_early,
             "train_rows": self.train_rows, "train_seconds": progress.train_seconds,
             "wall_seconds": wall_seconds, "backend": keras.backend.backend(),
+            "negative_sampling_rate": self.train.negative_sampling_rate,
         }
 
 

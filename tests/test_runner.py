@@ -216,6 +216,30 @@ def test_epoch_batches_cover_every_row_once_and_resume_mid_epoch():
     assert not np.array_equal(rows, other)
 
 
+def test_negative_sampling_keeps_positives_and_a_rate_of_negatives_and_resumes():
+    rows = 20_000
+    fields = np.arange(rows * 2, dtype=np.int32).reshape(rows, 2)
+    labels = (np.arange(rows) % 4 == 0).astype(np.uint8)  # 5,000 positives
+
+    def rows_of(batches):
+        return [batch.unique_ids[batch.compact_ids[:, 0]] // 2 for batch in batches]
+
+    epoch = list(data.epoch_batches(fields, labels, 500, 3000, seed=1, epoch=0,
+                                    negative_rate=0.2))
+    kept = np.concatenate(rows_of(epoch))
+    assert len(np.unique(kept)) == len(kept)
+    assert set(np.flatnonzero(labels)) <= set(kept)
+    negatives = len(kept) - 5000
+    assert abs(negatives - 0.2 * 15_000) < 4 * np.sqrt(15_000 * 0.2 * 0.8)
+    resumed = list(data.epoch_batches(fields, labels, 500, 3000, seed=1, epoch=0, start_step=5,
+                                      negative_rate=0.2))
+    for expected, actual in zip(rows_of(epoch)[5:], rows_of(resumed), strict=True):
+        np.testing.assert_array_equal(expected, actual)
+    again = np.concatenate(rows_of(data.epoch_batches(fields, labels, 500, 3000, seed=1,
+                                                      epoch=1, negative_rate=0.2)))
+    assert set(again) != set(kept)  # a new draw of negatives every epoch
+
+
 def test_compact_batch_padding_repeats_first_id_with_zero_count():
     fields = np.array([[5, 9], [9, 7]], np.int32)
     batch = data.compact_batch(fields, np.array([1, 0]), step=1, pad_limit=4)
