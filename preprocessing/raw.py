@@ -133,8 +133,10 @@ def check_columns(path: Path, split: str) -> None:
         raise ValueError(f"{path}:1: {columns} tab-separated columns, expected {expected}")
 
 
-def check_full_size(paths: dict[str, Path], rows: dict[str, int], verify_md5: bool) -> dict:
-    """md5 prefix check for files that have exactly the full Kaggle row counts."""
+def check_full_size(paths: dict[str, Path], rows: dict[str, int], verify_md5: bool,
+                    inputs: dict[str, Path]) -> dict:
+    """md5 prefix check for files that have exactly the full Kaggle row counts (`paths`: the
+    raw TSV files; `inputs`: what the user gave, named in warnings)."""
     results = {}
     full = {"train": (schema.FULL_TRAIN_ROWS, schema.FULL_TRAIN_MD5_PREFIX),
             "test": (schema.FULL_TEST_ROWS, schema.FULL_TEST_MD5_PREFIX)}
@@ -144,7 +146,7 @@ def check_full_size(paths: dict[str, Path], rows: dict[str, int], verify_md5: bo
         md5 = file_md5(paths[split])
         results[split] = {"md5": md5, "matches_official": md5.startswith(prefix)}
         if not md5.startswith(prefix):
-            print(f"warning: {paths[split]} has the full row count but md5 {md5} does not start "
+            print(f"warning: {inputs[split]} has the full row count but md5 {md5} does not start "
                   f"with the official {prefix}", file=sys.stderr)
     return results
 
@@ -157,7 +159,7 @@ def build_real(inputs: dict[str, Path], config: settings.PipelineConfig, out: Pa
         check_columns(paths[split], split)
         rows[split] = parse.count_lines(paths[split])
         print(f"  {split}: {source} -> {rows[split]:,} rows")
-    md5 = check_full_size(paths, rows, config.raw.verify_md5)
+    md5 = check_full_size(paths, rows, config.raw.verify_md5, inputs)
     return {"source": "real", "inputs": {k: str(v) for k, v in inputs.items()}, "rows": rows,
             "md5": md5, "full_size": rows == {"train": schema.FULL_TRAIN_ROWS,
                                              "test": schema.FULL_TEST_ROWS}}
