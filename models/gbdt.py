@@ -87,15 +87,7 @@ class GbdtConfig:
 
 def load_config(path: Path, preset: str = "paper", overrides=()) -> GbdtConfig:
     """The model YAML, then `presets.<preset>`, then `--set key=value` overrides; strict."""
-    data = config_lib.load_yaml(path)
-    presets = data.pop("presets", {}) or {}
-    if preset not in presets:
-        raise ValueError(f"{path}: no preset {preset!r} under presets: (has {sorted(presets)})")
-    data = config_lib.merge(data, presets[preset] or {})
-    for override in overrides:
-        data = config_lib.merge(data, config_lib.parse_override(override))
-    data["preset"] = preset
-    return config_lib.build(GbdtConfig, data, f" ({path})")
+    return config_lib.load_with_preset(GbdtConfig, path, preset, overrides, f" ({path})")
 
 
 # ---------------------------------------------------------------------------------------------

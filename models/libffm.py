@@ -124,15 +124,7 @@ class LibffmConfig:
 
 def load_config(path: Path, preset: str = "paper", overrides=()) -> LibffmConfig:
     """The model YAML, then `presets.<preset>`, then `--set key=value` overrides; strict."""
-    data = config_lib.load_yaml(path)
-    presets = data.pop("presets", {}) or {}
-    if preset not in presets:
-        raise ValueError(f"{path}: no preset {preset!r} under presets: (has {sorted(presets)})")
-    data = config_lib.merge(data, presets[preset] or {})
-    for override in overrides:
-        data = config_lib.merge(data, config_lib.parse_override(override))
-    data["preset"] = preset
-    return config_lib.build(LibffmConfig, data, f" ({path})")
+    return config_lib.load_with_preset(LibffmConfig, path, preset, overrides, f" ({path})")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -91,15 +91,7 @@ def config_path(model_id: str) -> Path:
 def load_runner_config(path: Path, preset: str = "paper", overrides=(),
                        check_model: bool = True) -> RunnerConfig:
     """Reads a model YAML, applies `preset` and `--set` overrides, validates every key."""
-    data = config_lib.load_yaml(path)
-    presets = data.pop("presets", {}) or {}
-    if preset not in presets:
-        raise ValueError(f"{path}: no preset {preset!r} under presets: (has {sorted(presets)})")
-    data = config_lib.merge(data, presets[preset] or {})
-    for override in overrides:
-        data = config_lib.merge(data, config_lib.parse_override(override))
-    data["preset"] = preset
-    config = config_lib.build(RunnerConfig, data)
+    config = config_lib.load_with_preset(RunnerConfig, path, preset, overrides)
     if "arch" not in config.model:
         raise ValueError(f"{path}: model.arch missing (a models.registry name)")
     if check_model:

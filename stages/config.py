@@ -52,6 +52,20 @@ def load_yaml(path: Path) -> dict:
     return data
 
 
+def load_with_preset(cls, path: Path, preset: str, overrides=(), where: str = ""):
+    """A model YAML: its top level, then `presets.<preset>`, then each `--set key=value`, built
+    strictly into dataclass `cls` (which has a `preset` field recording the choice)."""
+    data = load_yaml(path)
+    presets = data.pop("presets", {}) or {}
+    if preset not in presets:
+        raise ValueError(f"{path}: no preset {preset!r} under presets: (has {sorted(presets)})")
+    data = merge(data, presets[preset] or {})
+    for override in overrides:
+        data = merge(data, parse_override(override))
+    data["preset"] = preset
+    return build(cls, data, where)
+
+
 def build(cls, data: dict, where: str = ""):
     """Builds dataclass `cls` from `data`, rejecting unknown keys and wrong types."""
     data = data or {}
