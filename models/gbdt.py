@@ -18,7 +18,6 @@ boosting rounds), valid.pred.npy, test.pred.npy (float32), model.json (xgboost) 
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import json
@@ -32,6 +31,7 @@ import lightgbm as lgb
 import numpy as np
 import xgboost as xgb
 
+from models.stage import learner_main
 from models.train_report import (  # the runner's metrics
     constant_logloss,
     logloss_and_auc,
@@ -40,9 +40,7 @@ from preprocessing import field_spec, schema
 from preprocessing.leaves import CHUNK_ROWS, ChunkIterator
 from stages import config as config_lib
 from stages.manifest import Stage
-from stages.paths import REPO_ROOT, stage_dir
-
-CONFIG_DIR = REPO_ROOT / "configs" / "models"
+from stages.paths import stage_dir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -331,17 +329,7 @@ def train_model(tag: str, model_id: str, config: GbdtConfig, force: bool = False
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--tag", default="demo", help="artifact tree: artifacts/<tag>/")
-    parser.add_argument("--model", required=True, help="model id: configs/models/ID.yaml")
-    parser.add_argument("--config", type=Path, help="model YAML (default configs/models/ID.yaml)")
-    parser.add_argument("--preset", default="paper", help="a `presets:` entry of the YAML")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one key, e.g. --set model.learning_rate=0.05")
-    parser.add_argument("--force", action="store_true", help="retrain even if up to date")
-    args = parser.parse_args(argv)
-    config = load_config(args.config or CONFIG_DIR / f"{args.model}.yaml", args.preset, args.set)
-    train_model(args.tag, args.model, config, force=args.force)
+    learner_main(__doc__, load_config, train_model, argv)
 
 
 if __name__ == "__main__":

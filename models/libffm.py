@@ -33,7 +33,6 @@ config.resolved.json.
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import contextlib
 import csv
@@ -56,6 +55,7 @@ from numba import njit, prange
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
+from models.stage import learner_main
 from models.train_report import (  # the runner's metrics
     constant_logloss,
     logloss_and_auc,
@@ -63,9 +63,8 @@ from models.train_report import (  # the runner's metrics
 from preprocessing import field_spec
 from stages import config as config_lib
 from stages.manifest import Stage
-from stages.paths import REPO_ROOT, stage_dir
+from stages.paths import stage_dir
 
-CONFIG_DIR = REPO_ROOT / "configs" / "models"
 # fastmath without nnan/ninf: an overflowing score must stay visible, not become undefined.
 FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
 TEXT_CHUNK_BYTES = 1 << 26
@@ -891,17 +890,7 @@ def write_history(history: list, path: Path) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--tag", default="demo", help="artifact tree: artifacts/<tag>/")
-    parser.add_argument("--model", required=True, help="model id: configs/models/ID.yaml")
-    parser.add_argument("--config", type=Path, help="model YAML (default configs/models/ID.yaml)")
-    parser.add_argument("--preset", default="paper", help="a `presets:` entry of the YAML")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one key, e.g. --set train.epochs=18")
-    parser.add_argument("--force", action="store_true", help="retrain even if up to date")
-    args = parser.parse_args(argv)
-    config = load_config(args.config or CONFIG_DIR / f"{args.model}.yaml", args.preset, args.set)
-    train_model(args.tag, args.model, config, force=args.force)
+    learner_main(__doc__, load_config, train_model, argv)
 
 
 if __name__ == "__main__":

@@ -7,12 +7,15 @@ Keras models train with `models.train`, `libffm*` ids with `models.libffm` (the 
 
 from __future__ import annotations
 
+import argparse
 import importlib
+from pathlib import Path
 
+from models.runner_config import config_path, load_runner_config
 from preprocessing.field_spec import FieldSpec
 from stages import settings
 from stages.manifest import Stage
-from stages.paths import REPO_ROOT, stage_dir
+from stages.paths import stage_dir
 
 
 def learner(model_id: str) -> str:
@@ -47,9 +50,8 @@ def preset_for(tag: str, preset: str = "auto") -> str:
 
 def _load(model_id: str, preset: str):
     module = importlib.import_module(learner(model_id))
-    path = REPO_ROOT / "configs" / "models" / f"{model_id}.yaml"
+    path = config_path(model_id)
     if module.__name__ == "models.train":
-        from models.runner_config import load_runner_config
         return module, load_runner_config(path, preset)
     return module, module.load_config(path, preset)
 
@@ -66,6 +68,22 @@ def make_stages(tag: str, config: settings.PipelineConfig) -> list[Stage]:
         else:
             stages.append(module.stage_for(tag, model_id, model_config))
     return stages
+
+
+def learner_main(module_doc: str, load_config, train_model, argv=None) -> None:
+    """The command line of a learner that is not the Keras runner (models.gbdt, models.libffm):
+    `--tag --model [--config] [--preset] [--set ...] [--force]`."""
+    parser = argparse.ArgumentParser(description=module_doc.split("\n")[0])
+    parser.add_argument("--tag", default="demo", help="artifact tree: artifacts/<tag>/")
+    parser.add_argument("--model", required=True, help="model id: configs/models/ID.yaml")
+    parser.add_argument("--config", type=Path, help="model YAML (default configs/models/ID.yaml)")
+    parser.add_argument("--preset", default="paper", help="a `presets:` entry of the YAML")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one key, e.g. --set train.threads=2")
+    parser.add_argument("--force", action="store_true", help="retrain even if up to date")
+    args = parser.parse_args(argv)
+    path = args.config or config_path(args.model)
+    train_model(args.tag, args.model, load_config(path, args.preset, args.set), force=args.force)
 
 
 def main(argv=None) -> None:

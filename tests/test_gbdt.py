@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from models import gbdt
+from models.runner_config import config_path
 from preprocessing import field_spec
 from stages.paths import stage_dir
 from tests.test_leaves import staged  # noqa: F401  (the module-scoped staged data)
@@ -43,7 +44,7 @@ def test_raw_inputs_keep_the_most_frequent_values_of_each_field():
 
 
 def test_raw_columns_are_ints_then_category_codes(staged):  # noqa: F811
-    config = gbdt.load_config(gbdt.CONFIG_DIR / "lgbm_raw.yaml",
+    config = gbdt.load_config(config_path("lgbm_raw"),
                               overrides=["data.max_categories=3"])
     matrices, labels, types = gbdt.open_matrices("t", config)
     _, splits = field_spec.open_field_files(stage_dir("t", "03_hash"))

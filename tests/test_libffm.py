@@ -11,6 +11,7 @@ from sklearn.metrics import log_loss
 from sklearn.preprocessing import OneHotEncoder
 
 from models import libffm
+from models.runner_config import config_path
 from preprocessing import field_spec, leaves
 from stages.paths import stage_dir
 from tests.test_leaves import staged  # noqa: F401  (the module-scoped staged data)
@@ -187,12 +188,12 @@ def test_binary_engine_runs_ffm_train_with_the_libffm_options(tmp_path):
 
 
 def test_presets_load_strictly():
-    config = libffm.load_config(libffm.CONFIG_DIR / "libffm_winners.yaml")
+    config = libffm.load_config(config_path("libffm_winners"))
     assert (config.model.normalization_scale, config.model.init_scale) == (2.0, 0.5)
     assert (config.train.epochs, config.train.learning_rate, config.train.auto_stop) == \
         (11, 0.1, False)
     with pytest.raises(ValueError, match="unknown key"):
-        libffm.load_config(libffm.CONFIG_DIR / "libffm.yaml", overrides=["train.eta=0.1"])
+        libffm.load_config(config_path("libffm"), overrides=["train.eta=0.1"])
 
 
 def test_entry_point_trains_on_leaf_fields_and_on_libffm_text(staged):  # noqa: F811
