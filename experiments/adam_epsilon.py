@@ -112,9 +112,7 @@ def plot(table: list[dict], path: Path) -> None:
     axis.set_ylabel("validation AUC")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
+    common.save_figure(figure, path)
 
 
 def main(argv=None) -> list[dict]:

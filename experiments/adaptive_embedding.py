@@ -113,9 +113,7 @@ def plot(table: list[dict], dims: dict, names: list[str], path: Path) -> None:
     right.set_title(f"embedding size per field ({first_model})", fontsize=9)
     right.legend(fontsize=7)
     right.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
+    common.save_figure(figure, path)
 
 
 def main(argv=None) -> list[dict]:

@@ -372,6 +372,13 @@ def pyplot():
     return plt
 
 
+def save_figure(figure, path: Path) -> None:
+    """Tight layout, write the PNG, free the figure (pyplot keeps every open one)."""
+    figure.tight_layout()
+    figure.savefig(path)
+    pyplot().close(figure)
+
+
 def engineering_format():
     """Axis labels 20k, 1.5M instead of 20000, 1500000 (which overlap)."""
     from matplotlib.ticker import EngFormatter

@@ -148,9 +148,7 @@ def plot_heatmaps(matrices: dict, names: list[str], path: Path, title: str) -> N
     for axis in list(axes.flat)[len(matrices):]:
         axis.axis("off")
     figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
+    common.save_figure(figure, path)
 
 
 def run(config: HeatmapConfig, source: Path, out: Path, force: bool = False) -> dict:

@@ -79,9 +79,7 @@ def plot(histories: dict[str, list[dict]], path: Path, title: str) -> None:
     axis.set_title(title, fontsize=10)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=6, ncol=2)
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
+    common.save_figure(figure, path)
 
 
 def run(config: LearningCurvesConfig, args) -> dict[str, list[dict]]:

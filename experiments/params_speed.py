@@ -102,9 +102,7 @@ def plot(table: list[dict], path: Path, machine: str) -> None:
         axis.tick_params(axis="x", rotation=60, labelsize=7)
         axis.grid(alpha=0.3, axis="y")
     figure.suptitle(machine, fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
+    common.save_figure(figure, path)
 
 
 def main(argv=None) -> list[dict]:

@@ -175,9 +175,7 @@ def plot_dnn_curves(curves: dict, config: Poly2Config, path: Path) -> None:
     axes[0][0].set_ylabel("validation AUC")
     axes[0][0].legend(fontsize=7)
     figure.suptitle("(a) DNN validation AUC during training", fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
+    common.save_figure(figure, path)
 
 
 def plot_final_auc(table: list[dict], path: Path) -> None:
@@ -192,9 +190,7 @@ def plot_final_auc(table: list[dict], path: Path) -> None:
     axis.set_title("(b) poly-2 data: models against the poly-2 bound", fontsize=10)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
+    common.save_figure(figure, path)
 
 
 def summary(table: list[dict]) -> str:
