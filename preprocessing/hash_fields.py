@@ -97,8 +97,8 @@ def hash_file(path: Path, splits: dict, writers: dict, tables, offsets, labelled
     total = max(end for _, end in splits.values())
     progress = tqdm(total=total, unit="row", unit_scale=True, desc=f"hash {path.name}",
                     mininterval=2, disable=None)
+    training_end = splits["train"][1] if "train" in splits else 0
     for chunk in parse.iter_chunks(path, labelled, on_bad_row, report=report, stop_row=total):
-        training_end = splits["train"][1] if "train" in splits else 0
         fields = map_chunk(tables, offsets, chunk.codes, training_end - chunk.first_row)
         rows = np.arange(chunk.first_row, chunk.first_row + chunk.rows)
         for split, (start, end) in splits.items():

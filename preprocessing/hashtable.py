@@ -18,6 +18,16 @@ def _slot(key, mask):
     return np.int64((np.uint64(key) * _GOLDEN) >> np.uint64(24)) & mask
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _probe(keys, base, mask, code):
+    """The index of `code` in the table at keys[base: base + mask + 1], or of the empty slot where
+    it belongs (linear probing)."""
+    slot = _slot(code, mask)
+    while keys[base + slot] != _EMPTY and keys[base + slot] != code:
+        slot = (slot + 1) & mask
+    return base + slot
+
+
 @numba.njit(cache=True, nogil=True)
 def _add(keys, values, codes, start, size):
     """Adds 1 per code from index `start` on, stopping when the table is half full.
@@ -29,9 +39,7 @@ def _add(keys, values, codes, start, size):
         if 2 * size >= len(keys):
             return index, size
         code = codes[index]
-        slot = _slot(code, mask)
-        while keys[slot] != _EMPTY and keys[slot] != code:
-            slot = (slot + 1) & mask
+        slot = _probe(keys, 0, mask, code)
         if keys[slot] == _EMPTY:
             keys[slot] = code
             size += 1
@@ -44,27 +52,11 @@ def _insert(keys, values, new_keys, new_values):
     mask = len(keys) - 1
     for index in range(len(new_keys)):
         code = new_keys[index]
-        slot = _slot(code, mask)
-        while keys[slot] != _EMPTY and keys[slot] != code:
-            slot = (slot + 1) & mask
+        slot = _probe(keys, 0, mask, code)
         keys[slot] = code
         values[slot] = new_values[index]
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _find(keys, values, base, mask, code):
-    slot = _slot(code, mask)
-    while keys[base + slot] != _EMPTY and keys[base + slot] != code:
-        slot = (slot + 1) & mask
-    return values[base + slot] if keys[base + slot] == code else -1
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _contains(keys, base, mask, code):
-    slot = _slot(code, mask)
-    while keys[base + slot] != _EMPTY and keys[base + slot] != code:
-        slot = (slot + 1) & mask
-    return keys[base + slot] == code
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
@@ -77,12 +69,14 @@ def _lookup_rows(tables, rare_sets, codes, offsets, seen_rows, rare_id, unseen_i
     for row in numba.prange(codes.shape[0]):
         for field in range(codes.shape[1]):
             code = codes[row, field]
-            value = _find(keys, values, bases[field], masks[field], code)
-            if value < 0:
+            slot = _probe(keys, bases[field], masks[field], code)
+            if keys[slot] == code:
+                value = values[slot]
+            elif row < seen_rows or \
+                    rare_keys[_probe(rare_keys, rare_bases[field], rare_masks[field], code)] == code:
                 value = rare_id
-                if row >= seen_rows and \
-                        not _contains(rare_keys, rare_bases[field], rare_masks[field], code):
-                    value = unseen_id
+            else:
+                value = unseen_id
             out[row, field] = offsets[field] + value
 
 
