@@ -56,6 +56,8 @@ def correct_negative_sampling(probabilities: np.ndarray, rate: float) -> np.ndar
     if not 0 < rate <= 1:
         raise ValueError(f"negative_sampling_rate={rate}: must be in (0, 1]")
     probabilities = np.asarray(probabilities, np.float64)
+    if rate == 1:  # nothing to undo: keep the values bit for bit
+        return probabilities
     return probabilities / (probabilities + (1 - probabilities) / rate)
 
 
