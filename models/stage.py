@@ -70,18 +70,25 @@ def make_stages(tag: str, config: settings.PipelineConfig) -> list[Stage]:
     return stages
 
 
-def learner_main(module_doc: str, load_config, train_model, argv=None) -> None:
-    """The command line of a learner that is not the Keras runner (models.gbdt, models.libffm):
-    `--tag --model [--config] [--preset] [--set ...] [--force]`."""
+def learner_parser(module_doc: str, preset_default: str = "paper", preset_choices=None,
+                   preset_help: str = "a `presets:` entry of the YAML") -> argparse.ArgumentParser:
+    """The command line every learner entry point shares: `--tag --model [--config] [--preset]
+    [--set ...] [--force]`."""
     parser = argparse.ArgumentParser(description=module_doc.split("\n")[0])
     parser.add_argument("--tag", default="demo", help="artifact tree: artifacts/<tag>/")
     parser.add_argument("--model", required=True, help="model id: configs/models/ID.yaml")
     parser.add_argument("--config", type=Path, help="model YAML (default configs/models/ID.yaml)")
-    parser.add_argument("--preset", default="paper", help="a `presets:` entry of the YAML")
+    parser.add_argument("--preset", default=preset_default, choices=preset_choices,
+                        help=preset_help)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one key, e.g. --set train.threads=2")
+                        help="override one key, e.g. --set train.epochs=2")
     parser.add_argument("--force", action="store_true", help="retrain even if up to date")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def learner_main(module_doc: str, load_config, train_model, argv=None) -> None:
+    """The entry point of a learner that is not the Keras runner (models.gbdt, models.libffm)."""
+    args = learner_parser(module_doc).parse_args(argv)
     path = args.config or config_path(args.model)
     train_model(args.tag, args.model, load_config(path, args.preset, args.set), force=args.force)
 

@@ -16,7 +16,6 @@ deterministic run ends bit-identical to an uninterrupted one.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import json
@@ -33,7 +32,7 @@ from ensembles.calibrate import correct_negative_sampling
 from models import data, distribute, optimizers, precision
 from models import train_report as report
 from models.runner_config import PRESETS, RunnerConfig, config_path, load_runner_config
-from models.stage import preset_for
+from models.stage import learner_parser, preset_for
 from models.train_report import (  # also used by gbdt, libffm
     constant_logloss,
     logloss_and_auc,
@@ -307,18 +306,11 @@ def save_npz_atomically(path: Path, arrays: dict) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--tag", default="demo", help="artifact tree: artifacts/<tag>/")
-    parser.add_argument("--model", required=True,
-                        help="model id, e.g. ipnn (configs/models/ID.yaml)")
-    parser.add_argument("--config", type=Path, help="model YAML (default configs/models/ID.yaml)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one key, e.g. --set train.learning_rate=3e-4")
-    parser.add_argument("--preset", choices=("auto",) + PRESETS, default="auto",
-                        help="paper: the paper's Criteo settings; demo: ~1 min per model on 2 "
-                             "CPU cores; auto (default): demo on synthetic data, else paper")
+    parser = learner_parser(
+        __doc__, "auto", ("auto",) + PRESETS,
+        "paper: the paper's Criteo settings; small: real samples under 1M training rows; demo: "
+        "~1 min per model on 2 CPU cores; auto (default): the choice of models.stage.preset_for")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    parser.add_argument("--force", action="store_true", help="retrain even if up to date")
     args = parser.parse_args(argv)
     preset = preset_for(args.tag, args.preset)
     config = load_runner_config(args.config or config_path(args.model), preset, args.set)
