@@ -16,17 +16,13 @@ size); any --set adds to or overrides them.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-import psutil
+from measure import REPO_ROOT, run_measured
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SETTINGS = ["models=[lr]", "export.libffm=false"]
 
 
@@ -37,40 +33,14 @@ def stage_scripts(only: str | None) -> list[Path]:
             if not path.name.startswith("09_") and (numbers is None or path.name[:2] in numbers)]
 
 
-def anonymous_mb(pid: int) -> float:
-    """Resident anonymous memory of a process tree (RSS less file-backed pages), in MB."""
-    try:
-        root = psutil.Process(pid)
-        processes = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
-    total = 0
-    for process in processes:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            info = process.memory_info()
-            total += info.rss - info.shared
-    return total / 2**20
-
-
 def run_script(script: Path, options: list[str]) -> dict:
     environment = {**os.environ, "PYTHON": sys.executable, "TQDM_DISABLE": "1",
                    "PYTHONPATH": str(REPO_ROOT)}
-    started = time.time()
-    process = subprocess.Popen(["bash", str(script), *options], cwd=REPO_ROOT, env=environment)
-    peak_anonymous = 0.0
-    while True:
-        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-        if pid:
-            break
-        peak_anonymous = max(peak_anonymous, anonymous_mb(process.pid))
-        time.sleep(0.5)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise SystemExit(f"{script.name} failed with status {process.returncode}")
-    return {"stage": script.stem, "seconds": round(time.time() - started, 1),
-            "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
-            "peak_rss_mb": round(usage.ru_maxrss / 1024),
-            "peak_anonymous_mb": round(peak_anonymous)}
+    result = run_measured(["bash", str(script), *options], environment, sample_seconds=0.5)
+    return {"stage": script.stem, "seconds": round(result["seconds"], 1),
+            "cpu_seconds": round(result["cpu_seconds"], 1),
+            "peak_rss_mb": round(result["peak_rss_mb"]),
+            "peak_anonymous_mb": round(result["peak_anonymous_mb"])}
 
 
 def main() -> None:

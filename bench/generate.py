@@ -24,7 +24,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from preprocessing import synthetic  # noqa: E402
+from preprocessing import synthetic
 
 
 def peak_rss_mb() -> float:

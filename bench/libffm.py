@@ -25,7 +25,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from models import libffm  # noqa: E402
+from models import libffm
 
 # Per-field sizes of the winners' 69 fields (I1..I13, C1..C26, 30 trees).
 CRITEO_FIELD_SIZES = [63, 113, 126, 51, 224, 149, 100, 80, 104, 9, 32, 58, 82,

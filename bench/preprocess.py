@@ -19,11 +19,12 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
+
+from measure import run_measured
 
 from preprocessing import schema
 
@@ -35,14 +36,9 @@ STAGES = [("00_raw", "preprocessing.raw"), ("01_split", "preprocessing.split"),
 def run_stage(stage: str, rows: int, module: str, options: list[str],
               environment: dict) -> dict:
     """Runs `python -m module options`; its wall and CPU seconds and peak RSS (from wait4)."""
-    started = time.time()
-    process = subprocess.Popen([sys.executable, "-m", module, *options], cwd=REPO_ROOT,
-                               env=environment, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)
-    if status != 0:
-        raise RuntimeError(f"{module} failed with status {status}")
-    return {"stage": stage, "rows": rows, "seconds": time.time() - started,
-            "cpu_seconds": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024}
+    result = run_measured([sys.executable, "-m", module, *options], environment,
+                          stdout=subprocess.DEVNULL)
+    return {"stage": stage, "rows": rows, **result}
 
 
 def stage_rows(stage: str, rows: dict) -> int:
