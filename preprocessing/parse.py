@@ -17,6 +17,7 @@ when `on_bad_row="skip"`.
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import math
 from pathlib import Path
 
@@ -233,10 +234,11 @@ def iter_chunks(path: Path, has_label: bool, on_bad_row: str = "error",
 
 def _iter_blocks(path: Path, block_bytes: int):
     """Blocks of whole lines, as views of one reused buffer (valid until the next block); the
-    last line is given a newline if the file lacks one."""
+    last line is given a newline if the file lacks one. A `.gz` path is decompressed on the fly."""
     buffer = bytearray(block_bytes)
     filled = 0
-    with open(path, "rb") as handle:
+    opener = gzip.open if Path(path).name.endswith(".gz") else open
+    with opener(path, "rb") as handle:
         while True:
             read = handle.readinto(memoryview(buffer)[filled:])
             filled += read
@@ -336,9 +338,11 @@ def _slice(chunk: Chunk, begin: int, end: int) -> Chunk:
 
 
 def count_lines(path: Path, block_bytes: int = 16 << 20) -> int:
-    """Number of rows: newline count, plus one for a last line without a newline."""
+    """Number of rows: newline count, plus one for a last line without a newline (`.gz`: of the
+    decompressed text)."""
     lines, last = 0, b"\n"
-    with open(path, "rb") as handle:
+    opener = gzip.open if Path(path).name.endswith(".gz") else open
+    with opener(path, "rb") as handle:
         while block := handle.read(block_bytes):
             lines += block.count(b"\n")
             last = block[-1:]
