@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from preprocessing import parse
-from preprocessing.hashtable import CodeTable, FieldTables
+from preprocessing.hashtable import CodeTable, FieldCounter, FieldTables
 
 RARE_ID, UNSEEN_ID = 1, 0
 
@@ -18,6 +18,24 @@ def test_code_table_counts_like_numpy_unique_across_growth():
     expected_keys, expected_counts = np.unique(codes, return_counts=True)
     np.testing.assert_array_equal(keys, expected_keys)
     np.testing.assert_array_equal(counts, expected_counts)
+
+
+def test_field_counter_counts_every_column_across_growth_and_threads():
+    rng = np.random.default_rng(1)
+    # Columns of very different sizes, so that tables grow at different rows and the thread
+    # groups change between chunks.
+    codes = np.stack([rng.integers(0, high, 120_000) for high in (3, 1000, 200_000, 50)], axis=1)
+    counter = FieldCounter(codes.shape[1], threads=2)
+    for part in np.array_split(codes, 5):
+        counter.count(np.ascontiguousarray(part))
+    counter.close()
+    for field, table in enumerate(counter.tables):
+        keys, counts = table.items()
+        expected_keys, expected_counts = np.unique(codes[:, field], return_counts=True)
+        np.testing.assert_array_equal(keys, expected_keys)
+        np.testing.assert_array_equal(counts, expected_counts)
+    assert len(counter._groups()) == 2
+    assert {len(group) for group in counter._groups()} == {1, 3}  # the large table alone
 
 
 @pytest.fixture
@@ -61,3 +79,13 @@ def test_line_ends_match_numpy():
     data = np.frombuffer(b"a\nbb\n\nccc\n", dtype=np.uint8)
     np.testing.assert_array_equal(parse._line_ends(data), np.flatnonzero(data == 10))
     assert len(parse._line_ends(data[:0])) == 0
+
+
+@pytest.mark.parametrize("length", [1, 7, 8, 9, 63, 64, 65, 1000, 10_007])
+def test_line_ends_match_numpy_for_any_length_and_density(length):
+    """Eight bytes at a time and per segment: every length modulo 8, newlines at segment edges."""
+    rng = np.random.default_rng(length)
+    for density in (0.0, 0.02, 0.5, 1.0):
+        data = np.where(rng.random(length) < density, 10,
+                        rng.integers(0, 256, length)).astype(np.uint8)
+        np.testing.assert_array_equal(parse._line_ends(data), np.flatnonzero(data == 10))

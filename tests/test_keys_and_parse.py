@@ -152,3 +152,23 @@ def test_categorical_fast_path_and_fallbacks_give_distinct_codes(tmp_path):
     assert all(code & parse.FALLBACK_BIT for code in column[1:5])
     assert len(set(column)) == len(texts)
     assert {chunks[0].fallback_text[code] for code in column[1:5]} == set(texts[1:5])
+
+
+def test_reused_arrays_give_the_rows_fresh_arrays_give(tmp_path):
+    """With reuse_arrays every block overwrites the previous one's arrays: missing and padded
+    integers must still read NaN where an earlier block had numbers."""
+    full = raw_line(1, INTS, CATS)
+    missing = raw_line(0, [None] * 13, [None] * 26)
+    padded = "1\t5\t6\n"  # trailing empty fields trimmed
+    path = tmp_path / "rows.txt"
+    path.write_text(full * 5 + missing + full * 3 + padded + full)
+    fresh = [(c.codes.copy(), c.ints.copy(), c.labels.copy())
+             for c in parse.iter_chunks(path, True, block_bytes=600)]
+    reused = [(c.codes.copy(), c.ints.copy(), c.labels.copy())
+              for c in parse.iter_chunks(path, True, block_bytes=600, reuse_arrays=True)]
+    assert len(fresh) > 3
+    for expected, got in zip(fresh, reused, strict=True):
+        for expected_array, got_array in zip(expected, got):
+            np.testing.assert_array_equal(got_array, expected_array)
+    ints = np.concatenate([ints for _, ints, _ in reused])
+    assert np.isnan(ints[5]).all() and np.isnan(ints[9, 2:]).all() and ints[9, 1] == 6
