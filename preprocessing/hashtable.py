@@ -30,8 +30,8 @@ def _probe(keys, base, mask, code):
     return base + slot
 
 
-# Rows per block: a block's codes (2048 x 39 x 8 bytes) stay in L2 while each field reads its
-# column, so the row-major codes are read from memory once, not once per field.
+# Rows per block: a block's codes (16384 x 39 x 8 bytes) stay in cache while each field reads
+# its column, so the row-major codes are read from memory once, not once per field.
 _ROW_BLOCK = 16384
 
 
@@ -183,15 +183,19 @@ def _stack(per_field: list[np.ndarray], values: list[np.ndarray] | None):
     # As small as the load allows: a lookup touches a random slot, so size is cache misses.
     capacities = np.array([_capacity(len(keys), 16) for keys in per_field], dtype=np.int64)
     bases = np.concatenate([[0], np.cumsum(capacities)[:-1]]).astype(np.int64)
-    keys = np.full(int(capacities.sum()), _EMPTY, dtype=np.int64)
-    stacked = np.zeros(len(keys), dtype=np.int32) if values is not None else None
+    if values is None:
+        keys, stacked = np.full(int(capacities.sum()), _EMPTY, dtype=np.int64), None
+    else:  # key and value side by side: a lookup costs one cache miss, not two
+        pairs = np.zeros((int(capacities.sum()), 2), dtype=np.int64)
+        keys, stacked = pairs[:, 0], pairs[:, 1]
+        keys[:] = _EMPTY
     for field, (base, capacity) in enumerate(zip(bases, capacities)):
         field_keys = np.ascontiguousarray(per_field[field], dtype=np.int64)
         if values is None:  # a set: each key is stored as its own value
             _insert(keys[base:base + capacity], keys[base:base + capacity], field_keys, field_keys)
         else:
             _insert(keys[base:base + capacity], stacked[base:base + capacity], field_keys,
-                    np.ascontiguousarray(values[field], dtype=np.int32))
+                    np.ascontiguousarray(values[field], dtype=np.int64))
     return keys, stacked, bases, capacities - 1
 
 
