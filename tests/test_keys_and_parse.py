@@ -172,3 +172,17 @@ def test_reused_arrays_give_the_rows_fresh_arrays_give(tmp_path):
             np.testing.assert_array_equal(got_array, expected_array)
     ints = np.concatenate([ints for _, ints, _ in reused])
     assert np.isnan(ints[5]).all() and np.isnan(ints[9, 2:]).all() and ints[9, 1] == 6
+
+
+@pytest.mark.parametrize("mode", ["xxh64", "md5"])
+def test_vectorised_hashes_equal_the_hash_of_each_key(mode):
+    rng = np.random.default_rng(3)
+    fallback = parse.FALLBACK_BIT | 12345
+    codes = np.concatenate([rng.integers(0, 1 << 32, 500), [0, (1 << 32) - 1],
+                            [parse.CAT_MISSING, fallback]])
+    texts = {fallback: "not-hex"}
+    expected = [keys.hash_key(keys.key(20, int(code), texts), mode) for code in codes]
+    assert keys.hash_codes(20, codes, mode, 1_000_000, texts).tolist() == expected
+    int_codes = np.array([keys.int_code(value) for value in (None, -1, 2, 3, 10 ** 6)])
+    assert keys.hash_codes(1, int_codes, mode, 1_000_000, {}).tolist() == \
+        [keys.hash_key(keys.key(1, int(code)), mode) for code in int_codes]
