@@ -6,8 +6,6 @@ cells; a numba table counts and looks them up at tens of millions per second in 
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import numba
 import numpy as np
 
@@ -30,39 +28,23 @@ def _probe(keys, base, mask, code):
     return base + slot
 
 
-# Rows per block: a block's codes (16384 x 39 x 8 bytes) stay in cache while each field reads
-# its column, so the row-major codes are read from memory once, not once per field.
-_ROW_BLOCK = 16384
-
-
 @numba.njit(cache=True, nogil=True)
-def _add_fields(keys, values, sizes, codes, fields, starts):
-    """Adds 1 per code of codes[starts[i]:, fields[i]] to table i (keys[i], values[i] with
-    sizes[i] keys). A table that reaches 2/3 load stops there: starts[i] = the row to resume
-    from after growing it; for the others starts[i] = the number of rows."""
-    rows = codes.shape[0]
-    stopped = np.zeros(len(fields), dtype=np.bool_)
-    for block in range(starts.min(), rows, _ROW_BLOCK):
-        end = min(block + _ROW_BLOCK, rows)
-        for index in range(len(fields)):
-            if stopped[index] or starts[index] >= end:
-                continue
-            table_keys, table_values = keys[index], values[index]
-            mask, size, field = len(table_keys) - 1, sizes[index], fields[index]
-            for row in range(max(block, starts[index]), end):
-                if 3 * size >= 2 * len(table_keys):
-                    stopped[index], starts[index] = True, row
-                    break
-                code = codes[row, field]
-                slot = _probe(table_keys, 0, mask, code)
-                if table_keys[slot] == _EMPTY:
-                    table_keys[slot] = code
-                    size += 1
-                table_values[slot] += 1
-            sizes[index] = size
-    for index in range(len(fields)):
-        if not stopped[index]:
-            starts[index] = rows
+def _add(keys, values, codes, start, size):
+    """Adds 1 per code from index `start` on, stopping when the table is half full.
+
+    Returns (index of the first code not added, number of keys in the table).
+    """
+    mask = len(keys) - 1
+    for index in range(start, len(codes)):
+        if 2 * size >= len(keys):
+            return index, size
+        code = codes[index]
+        slot = _probe(keys, 0, mask, code)
+        if keys[slot] == _EMPTY:
+            keys[slot] = code
+            size += 1
+        values[slot] += 1
+    return len(codes), size
 
 
 @numba.njit(cache=True, nogil=True)
@@ -103,83 +85,35 @@ def _capacity(entries: int, minimum: int = 1 << 16) -> int:
 
 
 class CodeTable:
-    """A growing int64 -> count table. Each key sits beside its count, so a probe into a table
-    larger than the caches is one miss, not two; at most 2/3 full, which costs the same bytes per
-    key as separate int64 keys and int32 counts at 1/2."""
+    """A growing int64 -> int32 counter."""
 
     def __init__(self, expected: int = 0):
-        self._allocate(_capacity(expected))
+        self.keys = np.full(_capacity(expected), _EMPTY, dtype=np.int64)
+        self.values = np.zeros(len(self.keys), dtype=np.int32)
         self.size = 0
 
     def count(self, codes: np.ndarray) -> None:
         """Adds one occurrence per element of `codes`."""
-        count_fields([self], np.asarray(codes, dtype=np.int64)[:, None], [0])
+        codes = np.ascontiguousarray(codes, dtype=np.int64)
+        done, self.size = _add(self.keys, self.values, codes, 0, self.size)
+        while done < len(codes):
+            self._grow(2 * self.size)
+            done, self.size = _add(self.keys, self.values, codes, done, self.size)
 
     def items(self) -> tuple[np.ndarray, np.ndarray]:
-        """(keys, int32 counts) sorted by key."""
+        """(keys, values) sorted by key."""
         used = self.keys != _EMPTY
         keys, values = self.keys[used], self.values[used]
         order = np.argsort(keys, kind="stable")
-        return keys[order], values[order].astype(np.int32)
+        return keys[order], values[order]
 
-    def _allocate(self, capacity: int) -> None:
-        pairs = np.zeros((capacity, 2), dtype=np.int64)
-        self.keys, self.values = pairs[:, 0], pairs[:, 1]
-        self.keys[:] = _EMPTY
-
-    def _grow(self) -> None:
+    def _grow(self, entries: int) -> None:
         used = self.keys != _EMPTY
         keys, values = self.keys[used], self.values[used]
-        self._allocate(2 * len(self.keys))
+        capacity = _capacity(entries)
+        self.keys = np.full(capacity, _EMPTY, dtype=np.int64)
+        self.values = np.zeros(capacity, dtype=np.int32)
         _insert(self.keys, self.values, keys, values)
-
-
-def count_fields(tables: list[CodeTable], codes: np.ndarray, fields) -> None:
-    """Adds codes[:, f] (int64 [rows, columns], row-major) to tables[f] for each f of `fields`,
-    growing tables as they fill."""
-    fields = np.asarray(fields, dtype=np.int64)
-    starts = np.zeros(len(fields), dtype=np.int64)
-    while True:
-        chosen = [tables[field] for field in fields]
-        sizes = np.array([table.size for table in chosen], dtype=np.int64)
-        _add_fields(numba.typed.List([table.keys for table in chosen]),
-                    numba.typed.List([table.values for table in chosen]), sizes, codes, fields,
-                    starts)
-        for table, size in zip(chosen, sizes):
-            table.size = int(size)
-        full = [table for table, start in zip(chosen, starts) if start < len(codes)]
-        if not full:
-            return
-        for table in full:
-            table._grow()
-
-
-class FieldCounter:
-    """A CodeTable per column of a chunk of codes, filled by `threads` threads that each take a
-    group of fields with about the same cost (a probe into a table larger than L2 costs ~10
-    probes into a small one)."""
-
-    def __init__(self, num_fields: int, threads: int = 2):
-        self.tables = [CodeTable() for _ in range(num_fields)]
-        self.pool = ThreadPoolExecutor(threads)
-        self.threads = threads
-
-    def count(self, codes: np.ndarray) -> None:
-        """Adds every row of `codes` (int64 [rows, num_fields], row-major)."""
-        groups = self._groups()
-        list(self.pool.map(lambda group: count_fields(self.tables, codes, group), groups))
-
-    def close(self) -> None:
-        self.pool.shutdown()
-
-    def _groups(self) -> list[list[int]]:
-        costs = [10 if table.keys.nbytes > 1 << 20 else 1 for table in self.tables]
-        groups, loads = [[] for _ in range(self.threads)], [0] * self.threads
-        for field in sorted(range(len(costs)), key=lambda field: -costs[field]):
-            lightest = loads.index(min(loads))
-            groups[lightest].append(field)
-            loads[lightest] += costs[field]
-        return [group for group in groups if group]
 
 
 def _stack(per_field: list[np.ndarray], values: list[np.ndarray] | None):
@@ -187,19 +121,15 @@ def _stack(per_field: list[np.ndarray], values: list[np.ndarray] | None):
     # As small as the load allows: a lookup touches a random slot, so size is cache misses.
     capacities = np.array([_capacity(len(keys), 16) for keys in per_field], dtype=np.int64)
     bases = np.concatenate([[0], np.cumsum(capacities)[:-1]]).astype(np.int64)
-    if values is None:
-        keys, stacked = np.full(int(capacities.sum()), _EMPTY, dtype=np.int64), None
-    else:  # key and value side by side: a lookup costs one cache miss, not two
-        pairs = np.zeros((int(capacities.sum()), 2), dtype=np.int64)
-        keys, stacked = pairs[:, 0], pairs[:, 1]
-        keys[:] = _EMPTY
+    keys = np.full(int(capacities.sum()), _EMPTY, dtype=np.int64)
+    stacked = np.zeros(len(keys), dtype=np.int32) if values is not None else None
     for field, (base, capacity) in enumerate(zip(bases, capacities)):
         field_keys = np.ascontiguousarray(per_field[field], dtype=np.int64)
         if values is None:  # a set: each key is stored as its own value
             _insert(keys[base:base + capacity], keys[base:base + capacity], field_keys, field_keys)
         else:
             _insert(keys[base:base + capacity], stacked[base:base + capacity], field_keys,
-                    np.ascontiguousarray(values[field], dtype=np.int64))
+                    np.ascontiguousarray(values[field], dtype=np.int32))
     return keys, stacked, bases, capacities - 1
 
 

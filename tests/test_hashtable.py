@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from preprocessing import parse
-from preprocessing.hashtable import CodeTable, FieldCounter, FieldTables
+from preprocessing.hashtable import CodeTable, FieldTables
 
 RARE_ID, UNSEEN_ID = 1, 0
 
@@ -18,24 +18,6 @@ def test_code_table_counts_like_numpy_unique_across_growth():
     expected_keys, expected_counts = np.unique(codes, return_counts=True)
     np.testing.assert_array_equal(keys, expected_keys)
     np.testing.assert_array_equal(counts, expected_counts)
-
-
-def test_field_counter_counts_every_column_across_growth_and_threads():
-    rng = np.random.default_rng(1)
-    # Columns of very different sizes, so that tables grow at different rows and the thread
-    # groups change between chunks.
-    codes = np.stack([rng.integers(0, high, 120_000) for high in (3, 1000, 200_000, 50)], axis=1)
-    counter = FieldCounter(codes.shape[1], threads=2)
-    for part in np.array_split(codes, 5):
-        counter.count(np.ascontiguousarray(part))
-    counter.close()
-    for field, table in enumerate(counter.tables):
-        keys, counts = table.items()
-        expected_keys, expected_counts = np.unique(codes[:, field], return_counts=True)
-        np.testing.assert_array_equal(keys, expected_keys)
-        np.testing.assert_array_equal(counts, expected_counts)
-    assert len(counter._groups()) == 2
-    assert {len(group) for group in counter._groups()} == {1, 3}  # the large table alone
 
 
 @pytest.fixture
