@@ -12,9 +12,11 @@ Usage: ./run.sh [options]          run the stages, skipping those already done
        ./run.sh test [pytest args] run the test suite (creates .venv from requirements.txt)
 
 Options:
-  --data DIR      raw input folder (train.txt + test.txt, .gz, dac.tar.gz or Kaggle CSVs);
+  --data DIR      raw input folder (train.txt + test.txt, .gz, dac.tar.gz or Kaggle CSVs, or
+                  the Criteo 1TB logs day_0 .. day_23, with --config configs/criteo1tb.yaml);
                   default data/raw/ if it holds them, else the synthetic demo data
-  --tag NAME      artifact tree artifacts/NAME/ (default: demo for synthetic data, else kaggle)
+  --tag NAME      artifact tree artifacts/NAME/ (default: demo for synthetic data, criteo1tb
+                  for day files, else kaggle)
   --only NN[,NN]  run only these stages (e.g. --only 03 or --only 02,03)
   --from NN       run stage NN and every later one
   --force         rebuild the selected stages even if up to date
@@ -65,7 +67,11 @@ done
 
 has_raw_data() {
   local dir="${DATA:-data/raw}"
-  compgen -G "$dir/train.*" >/dev/null || [[ -f "$dir/dac.tar.gz" ]]
+  compgen -G "$dir/train.*" >/dev/null || [[ -f "$dir/dac.tar.gz" ]] || has_day_files
+}
+
+has_day_files() {  # the Criteo 1TB logs: day_0, day_1, ... (plain, .gz, .txt or .txt.gz)
+  compgen -G "${DATA:-data/raw}/day_[0-9]*" >/dev/null
 }
 
 if [[ -n "$DATA" ]]; then
@@ -73,7 +79,7 @@ if [[ -n "$DATA" ]]; then
   COMMON+=(--set "raw.data_dir=$(cd "$DATA" && pwd)")
 fi
 if [[ -z "$TAG" ]]; then
-  if has_raw_data; then TAG=kaggle; else TAG=demo; fi
+  if has_day_files; then TAG=criteo1tb; elif has_raw_data; then TAG=kaggle; else TAG=demo; fi
 fi
 COMMON=(--tag "$TAG" "${COMMON[@]}")
 

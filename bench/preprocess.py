@@ -27,6 +27,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from measure import run_measured
 
 from preprocessing import schema
+from preprocessing import split as split_lib
 
 STAGES = [("00_raw", "preprocessing.raw"), ("01_split", "preprocessing.split"),
           ("02_count", "preprocessing.count"), ("03_hash", "preprocessing.hash_fields"),
@@ -72,8 +73,9 @@ def main() -> None:
         if stage in ("00_raw", "01_split"):
             rows = args.rows + test_rows
         else:
-            split = json.loads((work / "artifacts/bench/01_split/split.json").read_text())
-            split_rows = {name: r["rows"][1] - r["rows"][0] for name, r in split.items()}
+            split = split_lib.parse_split(json.loads(
+                (work / "artifacts/bench/01_split/split.json").read_text()))
+            split_rows = {name: split_lib.split_rows(parts) for name, parts in split.items()}
             rows = stage_rows(stage, split_rows)
         results.append(run_stage(stage, rows, module, options, environment))
     results.append(run_stage("03_hash[md5]", stage_rows("03_hash", split_rows),

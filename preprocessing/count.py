@@ -1,49 +1,64 @@
 """Stage 02: value counts per field over the training split only (streaming, bounded memory).
 
-Reads: `00_raw/train.txt` rows of the train split (`01_split/split.json`). Writes:
-`02_count/counts.npz` (per field: value codes sorted ascending and their counts, see
-preprocessing/parse.py for codes), `fallback_text.json` (text of non-hex categorical values),
-`count_summary.json` (rows, click rate, distinct values per field, parse report).
+Reads: the parts of the train split (`01_split/split.json`: rows of `00_raw/train.txt`, or whole
+day files). Writes: `02_count/counts.npz` (per field: value codes sorted ascending and their
+counts, see preprocessing/parse.py for codes), `fallback_text.json` (text of non-hex categorical
+values), `count_summary.json` (rows, click rate, distinct values per field, `max_bins`, parse
+report).
+
+With `count.max_bins` N, each categorical code (but missing) is replaced by its bin in [0, N)
+before counting (preprocessing/bins.py), so each table holds at most N + 1 codes; stage 03 reads
+N from count_summary.json and bins the same way. No fallback text is kept then: keys are bins.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from tqdm import tqdm
 
-from preprocessing import parse, schema
+from preprocessing import bins, parse, raw, schema
 from preprocessing.hashtable import CodeTable
 from preprocessing.split import load_split
+from stages import config as config_lib
 from stages import settings
 from stages.manifest import Stage
 from stages.paths import stage_dir
 
-CODE = ["preprocessing/count.py", "preprocessing/parse.py", "preprocessing/hashtable.py"]
+CODE = ["preprocessing/count.py", "preprocessing/parse.py", "preprocessing/hashtable.py",
+        "preprocessing/bins.py"]
 
 
-def count_values(path, start_row: int, stop_row: int, on_bad_row: str = "error",
-                 threads: int = 2):
-    """Counts every field's value codes over rows [start_row, stop_row) of a raw train file.
+def count_values(parts, on_bad_row: str = "error", threads: int = 2,
+                 max_bins: int | None = None):
+    """Counts every field's value codes over `parts`: (raw train file, start row, stop row or
+    None for the end of the file), in order; categorical codes binned first with `max_bins`.
 
     Returns (tables: list of CodeTable per field, rows, positives, report, fallback texts).
     """
     tables = [CodeTable() for _ in schema.FIELD_NAMES]
     report = parse.ParseReport()
     rows, positives, fallback_text = 0, 0, {}
-    progress = tqdm(total=stop_row - start_row, unit="row", unit_scale=True, desc="count",
-                    mininterval=2, disable=None)
+    known = all(stop is not None for _, _, stop in parts)
+    progress = tqdm(total=sum(stop - start for _, start, stop in parts) if known else None,
+                    unit="row", unit_scale=True, desc="count", mininterval=2, disable=None)
     with ThreadPoolExecutor(threads) as pool:
-        for chunk in parse.iter_chunks(path, True, on_bad_row, report=report,
-                                       start_row=start_row, stop_row=stop_row):
-            list(pool.map(lambda field: tables[field].count(chunk.codes[:, field]),
-                          range(schema.NUM_FIELDS)))
-            rows += chunk.rows
-            positives += int(chunk.labels.sum())
-            fallback_text.update(chunk.fallback_text)
-            progress.update(chunk.rows)
+        for path, start_row, stop_row in parts:
+            for chunk in parse.iter_chunks(path, True, on_bad_row, report=report,
+                                           start_row=start_row, stop_row=stop_row,
+                                           reuse_arrays=True):
+                if max_bins is None:
+                    fallback_text.update(chunk.fallback_text)
+                else:
+                    bins.bin_codes(chunk.codes, max_bins)
+                list(pool.map(lambda field, codes=chunk.codes: tables[field].count(
+                    codes[:, field]), range(schema.NUM_FIELDS)))
+                rows += chunk.rows
+                positives += int(chunk.labels.sum())
+                progress.update(chunk.rows)
     progress.close()
     return tables, rows, positives, report, fallback_text
 
@@ -67,6 +82,11 @@ def iter_counts(tag: str):
             yield name, data[f"codes_{name}"], data[f"counts_{name}"]
 
 
+def load_summary(tag: str) -> dict:
+    """count_summary.json of a built stage 02 (rows, click rate, distinct values, max_bins)."""
+    return json.loads((stage_dir(tag, "02_count") / "count_summary.json").read_text())
+
+
 def load_fallback_text(tag: str) -> dict:
     """{code: text} of the non-hex categorical values seen in training."""
     texts = json.loads((stage_dir(tag, "02_count") / "fallback_text.json").read_text())
@@ -75,7 +95,8 @@ def load_fallback_text(tag: str) -> dict:
 
 def make_stage(tag: str, config: settings.PipelineConfig) -> Stage:
     inputs = [stage_dir(tag, "00_raw"), stage_dir(tag, "01_split")]
-    return Stage(tag, "02_count", {"on_bad_row": config.raw.on_bad_row}, inputs, CODE)
+    return Stage(tag, "02_count", {"on_bad_row": config.raw.on_bad_row,
+                                   "count": config_lib.to_dict(config.count)}, inputs, CODE)
 
 
 def main(argv=None) -> None:
@@ -83,20 +104,27 @@ def main(argv=None) -> None:
     if not started:
         return
     args, config, stage = started
-    start, stop = load_split(args.tag)["train"]["rows"]
-    train_file = stage_dir(args.tag, "00_raw") / "train.txt"
-    tables, rows, positives, report, texts = count_values(train_file, start, stop,
-                                                          config.raw.on_bad_row)
+    raw_dir = stage_dir(args.tag, "00_raw")
+    max_bins = config.count.max_bins
+    if max_bins is None and json.loads((raw_dir / "raw.json").read_text())["source"] == \
+            raw.CRITEO_1TB:
+        print("warning: Criteo 1TB input with count.max_bins null: exact counts of hundreds of "
+              "millions of values per field may not fit in memory (--config "
+              "configs/criteo1tb.yaml bins them)", file=sys.stderr)
+    parts = [(raw_dir / part.file, part.start, part.stop) for part in load_split(args.tag)["train"]]
+    tables, rows, positives, report, texts = count_values(parts, config.raw.on_bad_row,
+                                                          max_bins=max_bins)
     with stage.build() as out:
         distinct = write_counts(out, tables, texts)
         summary = {"rows": rows, "click_rate": positives / max(rows, 1),
-                   "distinct": distinct, "padded_rows": report.padded_rows,
+                   "distinct": distinct, "max_bins": max_bins, "padded_rows": report.padded_rows,
                    "skipped_rows": report.skipped_rows, "problems": report.first_problems}
         (out / "count_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         stage.record(rows=rows, padded_rows=report.padded_rows,
                      skipped_rows=report.skipped_rows)
+    binned = f" (categorical values in {max_bins:,} bins per field)" if max_bins else ""
     print(f"  {rows:,} training rows, click rate {summary['click_rate']:.4f}, "
-          f"{sum(distinct.values()):,} distinct values; padded {report.padded_rows}, "
+          f"{sum(distinct.values()):,} distinct values{binned}; padded {report.padded_rows}, "
           f"skipped {report.skipped_rows}")
 
 

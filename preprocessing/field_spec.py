@@ -35,7 +35,7 @@ class Field:
 class FieldSpec:
     fields: tuple[Field, ...]
     rows: dict  # split -> row count
-    hashing: dict  # {"mode": "md5" | "xxh64", "md5_bins": int}
+    hashing: dict  # {"mode": "md5" | "xxh64", "md5_bins": int, "max_bins": int | None}
     min_count: dict  # kind -> threshold below which a training value becomes the rare token
     label_rate: dict  # split -> mean label (labelled splits only)
     test_id_start: int

@@ -1,15 +1,20 @@
 """Stage 03: the hashed field files, the input of every model.
 
-Reads: `00_raw/{train,test}.txt`, `01_split/split.json`, `02_count/` (training counts).
+Reads: the files of `00_raw/` named by the parts of each split (`01_split/split.json`),
+`02_count/` (training counts, and the `max_bins` they were binned with).
 Writes `03_hash/`: `field_spec.json`; per split `{split}.fields.npy` (int32 [rows, 39], global ids),
 `{split}.ids.npy` (int64 Kaggle Ids), `{split}.ints.npy` (float32 [rows, 13] raw integers, NaN =
 missing); `{train,valid}.labels.npy` (uint8); `vocabulary.npz` (per field, the values that got
 their own id: value codes, local ids, training counts) and `vocabulary.json` (per-field sizes, rare and collision counts).
+Ids: 10000000 + row of the labelled files read in order (train.txt, or the day files as if
+concatenated), 60000000 + test.txt row. An empty split (the 1TB logs' test) gets 0-row files.
 
 Per field, the training values (all integer keys; categorical values seen >= hash.min_count times)
 are keyed and hashed as the winners did (preprocessing/keys.py), and the distinct hashes, sorted,
 become local ids 2, 3, ...; rarer training values get the rare id 1 and values never seen in
-training the OOV id 0. Global id = field offset + local id.
+training the OOV id 0. Global id = field offset + local id. With stage 02's `max_bins`, the
+categorical codes of every row are binned (preprocessing/bins.py) before lookup, as they were
+before counting.
 """
 
 from __future__ import annotations
@@ -20,17 +25,18 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from preprocessing import count, field_spec, keys, parse, schema
+from preprocessing import bins, count, field_spec, keys, parse, raw, schema
 from preprocessing.hashtable import FieldTables
 from preprocessing.npy import NpyWriter
-from preprocessing.split import load_split
+from preprocessing.split import file_plan, load_split
 from stages import config as config_lib
 from stages import settings
 from stages.manifest import Stage
 from stages.paths import stage_dir
 
 CODE = ["preprocessing/hash_fields.py", "preprocessing/keys.py", "preprocessing/parse.py",
-        "preprocessing/hashtable.py", "preprocessing/field_spec.py", "preprocessing/npy.py"]
+        "preprocessing/hashtable.py", "preprocessing/field_spec.py", "preprocessing/npy.py",
+        "preprocessing/bins.py"]
 
 
 def field_vocabulary(field: int, codes, counts, min_count: int, mode: str, md5_bins: int,
@@ -91,52 +97,76 @@ def map_chunk(tables: FieldTables, offsets: np.ndarray, codes: np.ndarray,
 
 
 def hash_file(path: Path, splits: dict, writers: dict, tables, offsets, labelled: bool,
-              on_bad_row: str, id_start: int, report: parse.ParseReport) -> dict:
-    """Streams one raw file into the writers of the splits it holds; returns positives per split."""
+              on_bad_row: str, id_start: int, report: parse.ParseReport,
+              max_bins: int | None = None) -> tuple[dict, int]:
+    """Streams one raw file into the writers of the splits it holds (`splits`: split -> Part of
+    this file); returns (positives per split, rows read)."""
     positives = {split: 0 for split in splits}
-    total = max(end for _, end in splits.values())
+    ends = [part.stop for part in splits.values()]
+    total = None if None in ends else max(ends)
     progress = tqdm(total=total, unit="row", unit_scale=True, desc=f"hash {path.name}",
                     mininterval=2, disable=None)
-    training_end = splits["train"][1] if "train" in splits else 0
-    for chunk in parse.iter_chunks(path, labelled, on_bad_row, report=report, stop_row=total):
-        fields = map_chunk(tables, offsets, chunk.codes, training_end - chunk.first_row)
+    training_end = 0 if "train" not in splits else (
+        np.iinfo(np.int64).max if splits["train"].stop is None else splits["train"].stop)
+    rows_read = 0
+    for chunk in parse.iter_chunks(path, labelled, on_bad_row, report=report, stop_row=total,
+                                   reuse_arrays=True):
+        if max_bins is not None:
+            bins.bin_codes(chunk.codes, max_bins)
+        seen_rows = min(max(training_end - chunk.first_row, 0), chunk.rows)
+        fields = map_chunk(tables, offsets, chunk.codes, seen_rows)
         rows = np.arange(chunk.first_row, chunk.first_row + chunk.rows)
-        for split, (start, end) in splits.items():
-            mask = slice(max(start - chunk.first_row, 0), max(end - chunk.first_row, 0))
+        for split, part in splits.items():
+            stop = None if part.stop is None else max(part.stop - chunk.first_row, 0)
+            mask = slice(max(part.start - chunk.first_row, 0), stop)
             labels = chunk.labels[mask] if labelled else None
             writers[split].write(fields[mask], id_start + rows[mask], chunk.ints[mask], labels)
             if labelled:
                 positives[split] += int(labels.sum())
+        rows_read = chunk.first_row + chunk.rows
         progress.update(chunk.rows)
     progress.close()
-    return positives
+    return positives, rows_read
 
 
 def build(tag: str, config: settings.PipelineConfig, out: Path) -> field_spec.FieldSpec:
     tables, vocabularies = build_vocabularies(tag, config.hash)
     sizes = [vocabulary["size"] for vocabulary in vocabularies]
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-    ranges = {split: tuple(value["rows"]) for split, value in load_split(tag).items()}
+    splits = load_split(tag)
     raw_dir = stage_dir(tag, "00_raw")
-    writers = {split: SplitWriter(out, split, split != "test") for split in ranges}
+    writers = {split: SplitWriter(out, split, split != "test") for split in splits}
     report = parse.ParseReport()
-    on_bad_row = config.raw.on_bad_row
-    positives = hash_file(raw_dir / "train.txt", {s: ranges[s] for s in ("train", "valid")},
-                          writers, tables, offsets, True, on_bad_row, schema.TRAIN_ID_START, report)
-    hash_file(raw_dir / "test.txt", {"test": ranges["test"]}, writers, tables, offsets, False,
-              on_bad_row, schema.TEST_ID_START, report)
+    max_bins = count.load_summary(tag)["max_bins"]
+    positives = {split: 0 for split in splits if split != "test"}
+    next_train_id = schema.TRAIN_ID_START
+    for file, parts in file_plan(splits):
+        labelled = "test" not in parts
+        if not labelled and len(parts) > 1:
+            raise ValueError(f"split.json: {file} holds the test split and another one")
+        id_start = next_train_id if labelled else schema.TEST_ID_START
+        file_positives, rows_read = hash_file(raw_dir / file, parts, writers, tables, offsets,
+                                              labelled, config.raw.on_bad_row, id_start, report,
+                                              max_bins)
+        if labelled:
+            next_train_id += rows_read
+            for split, value in file_positives.items():
+                positives[split] += value
     rows = {split: writer.close() for split, writer in writers.items()}
     write_vocabulary(out, vocabularies)
+    source = json.loads((raw_dir / "raw.json").read_text())["source"]
+    split_rule = ({"valid_days": [part.file for part in splits["valid"]]}
+                  if source == raw.CRITEO_1TB else {"valid_fraction": config.split.valid_fraction})
     spec = field_spec.FieldSpec(
         fields=tuple(field_spec.Field(name, "int" if index < schema.NUM_INT_FIELDS else "cat",
                                       sizes[index], int(offsets[index]))
                      for index, name in enumerate(schema.FIELD_NAMES)),
-        rows=rows, hashing={"mode": config.hash.mode, "md5_bins": config.hash.md5_bins},
+        rows=rows, hashing={"mode": config.hash.mode, "md5_bins": config.hash.md5_bins,
+                            "max_bins": max_bins},
         min_count={"int": 1, "cat": config.hash.min_count},
         label_rate={split: positives[split] / max(rows[split], 1) for split in positives},
         test_id_start=schema.TEST_ID_START,
-        extra={"source": json.loads((raw_dir / "raw.json").read_text())["source"],
-               "valid_fraction": config.split.valid_fraction,
+        extra={"source": source, **split_rule,
                "padded_rows": report.padded_rows, "skipped_rows": report.skipped_rows})
     spec.write(out)
     return spec

@@ -326,6 +326,10 @@ def make_stage(tag: str, config: settings.PipelineConfig,
 def main(argv=None) -> None:
     args = settings.stage_parser(__doc__.splitlines()[0]).parse_args(argv)
     pipeline, config = load_config(args)
+    if not pipeline.export.gbdt:
+        print("[04_leaves] skipped: export.gbdt is false, so there are no GBDT inputs to grow "
+              "trees on (models that read 04_leaves need it true)")
+        return
     stage = make_stage(args.tag, pipeline, config)
     if not stage.should_run(args.force):
         return

@@ -1,17 +1,23 @@
 """Stage 00: find, unpack and check the raw input, or generate the synthetic dataset.
 
 Reads: `raw.data_dir` (else `data/raw/`) holding train.txt and test.txt as Criteo ships them, their
-.gz, dac.tar.gz, or Kaggle's train.csv/test.csv; with none of these, nothing (synthetic data).
+.gz, dac.tar.gz, or Kaggle's train.csv/test.csv; or the Criteo 1TB logs' day files day_0, day_1,
+... (plain, .gz, .txt or .txt.gz; contiguous from day_0, at least two); with none of these,
+nothing (synthetic data).
 Writes: `artifacts/<tag>/00_raw/` with train.txt and test.txt in raw TSV form (links to plain
-input files, unpacked or converted copies otherwise), `raw.json` (source, rows, md5 check) and,
-for synthetic data, the generator's truth files.
+input files, unpacked or converted copies otherwise), or links to the day files under their own
+names (never copies: the logs are 1 TB); `raw.json` (source, rows, md5 check; for the day files
+the days in order and no row counts, which would cost a whole pass) and, for synthetic data, the
+generator's truth files.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import os
+import re
 import shutil
 import sys
 import tarfile
@@ -30,6 +36,8 @@ DEFAULT_DATA_DIR = REPO_ROOT / "data" / "raw"
 NAMES = {"train": ("train.txt", "train.txt.gz", "train.csv", "train.csv.gz"),
          "test": ("test.txt", "test.txt.gz", "test.csv", "test.csv.gz")}
 ARCHIVE = "dac.tar.gz"
+DAY_FILE = re.compile(r"day_(0|[1-9][0-9]*)(\.txt)?(\.gz)?")
+CRITEO_1TB = "criteo_1tb"
 CODE = ["preprocessing/raw.py", "preprocessing/parse.py", "preprocessing/synthetic.py",
         "preprocessing/schema.py"]
 
@@ -56,6 +64,59 @@ def find_inputs(directory: Path) -> dict[str, Path] | None:
                                 f"{missing[0]} file (expected one of {', '.join(NAMES[missing[0]])}"
                                 f" or {ARCHIVE})")
     return found
+
+
+def find_days(directory: Path) -> dict[str, Path] | None:
+    """{"day_0": path, "day_1": path, ...} in day order, or None if `directory` holds no day file.
+
+    ValueError for two files of one day, a gap in the day numbers or a single day.
+    """
+    days = {}
+    for path in sorted(Path(directory).iterdir()):
+        match = DAY_FILE.fullmatch(path.name)
+        if match is None:
+            continue
+        day = int(match.group(1))
+        if day in days:
+            raise ValueError(f"{directory}: {days[day].name} and {path.name} are the same day; "
+                             f"keep one file per day")
+        days[day] = path
+    if not days:
+        return None
+    missing = sorted(set(range(max(days) + 1)) - set(days))
+    if missing:
+        found = ", ".join(days[day].name for day in sorted(days))
+        raise ValueError(f"{directory}: day files must be contiguous from day_0, but day_"
+                         f"{missing[0]} is missing (found {found})")
+    if len(days) < 2:
+        raise ValueError(f"{directory}: only {days[0].name}; the Criteo 1TB input needs at least "
+                         f"two days (training days, then the last day for validation)")
+    return {f"day_{day}": days[day] for day in range(len(days))}
+
+
+@dataclasses.dataclass(frozen=True)
+class RawInput:
+    """What stage 00 found: the Kaggle files ("real") or the 1TB logs' days (CRITEO_1TB)."""
+    source: str
+    files: dict[str, Path]  # {"train": path, "test": path}, or {"day_0": path, ...}
+
+
+def find_raw_input(directory: Path) -> RawInput | None:
+    """The Kaggle files or the day files in `directory`; ValueError if it holds both."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return None
+    days = find_days(directory)
+    if days is None:
+        inputs = find_inputs(directory)
+        return RawInput("real", inputs) if inputs else None
+    kaggle = [name for name in (*NAMES["train"], *NAMES["test"], ARCHIVE)
+              if (directory / name).exists()]
+    if kaggle:
+        raise ValueError(f"{directory}: holds both Kaggle files ({', '.join(kaggle)}) and Criteo "
+                         f"1TB day files ({', '.join(path.name for path in days.values())}); "
+                         f"keep one dataset per folder")
+    return RawInput(CRITEO_1TB, days)
 
 
 def source_identity(inputs: dict[str, Path]) -> dict:
@@ -118,7 +179,8 @@ def convert_kaggle_csv(source: Path, split: str, out: Path) -> None:
 
 def check_columns(path: Path, split: str) -> None:
     """The first line must have 40 columns in train (label first) and 39 in test."""
-    with open(path, "rb") as handle:
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as handle:
         first = handle.readline().rstrip(b"\r\n")
     if not first:
         raise ValueError(f"{path}: empty file")
@@ -165,6 +227,19 @@ def build_real(inputs: dict[str, Path], config: settings.PipelineConfig, out: Pa
                                              "test": schema.FULL_TEST_ROWS}}
 
 
+def build_days(days: dict[str, Path], out: Path) -> dict:
+    """Links the day files into `out` under their own names and checks their first lines."""
+    for source in days.values():
+        link = out / source.name
+        os.symlink(source.resolve(), link)
+        check_columns(link, "train")
+    print(f"  {len(days)} days: {days['day_0'].parent}/day_0 .. day_{len(days) - 1}, linked")
+    return {"source": CRITEO_1TB, "inputs": {day: str(path) for day, path in days.items()},
+            "days": [path.name for path in days.values()], "rows": None,
+            "rows_note": "not counted in stage 00 (a whole pass over the text); stage 02 counts "
+                         "the training rows, 03_hash/field_spec.json holds every split's rows"}
+
+
 def build_synthetic(config: settings.PipelineConfig, out: Path) -> dict:
     from preprocessing import synthetic
     synthetic_config = config.synthetic
@@ -174,14 +249,14 @@ def build_synthetic(config: settings.PipelineConfig, out: Path) -> dict:
     return {"source": "synthetic", "rows": rows, "truth": truth}
 
 
-def locate(config: settings.PipelineConfig) -> dict[str, Path] | None:
+def locate(config: settings.PipelineConfig) -> RawInput | None:
     """The raw input files, or None for synthetic data."""
     data_dir = Path(config.raw.data_dir) if config.raw.data_dir else DEFAULT_DATA_DIR
-    inputs = find_inputs(data_dir)
-    if inputs is None and config.raw.data_dir:
-        raise FileNotFoundError(f"{data_dir}: no train.txt/test.txt (.gz), {ARCHIVE} or Kaggle "
-                                f"train.csv/test.csv")
-    return inputs
+    found = find_raw_input(data_dir)
+    if found is None and config.raw.data_dir:
+        raise FileNotFoundError(f"{data_dir}: no train.txt/test.txt (.gz), {ARCHIVE}, Kaggle "
+                                f"train.csv/test.csv or Criteo 1TB day files (day_0, day_1, ...)")
+    return found
 
 
 def make_stage(tag: str, config: settings.PipelineConfig) -> Stage:
@@ -190,7 +265,7 @@ def make_stage(tag: str, config: settings.PipelineConfig) -> Stage:
     if inputs is None:
         stage_config["synthetic"] = config_lib.to_dict(config.synthetic)
     else:
-        stage_config["source"] = source_identity(inputs)
+        stage_config["source"] = source_identity(inputs.files)
     return Stage(tag, "00_raw", stage_config, inputs=[], code=CODE)
 
 
@@ -201,7 +276,12 @@ def main(argv=None) -> None:
     _, config, stage = started
     inputs = locate(config)
     with stage.build() as out:
-        info = build_real(inputs, config, out) if inputs else build_synthetic(config, out)
+        if inputs is None:
+            info = build_synthetic(config, out)
+        elif inputs.source == CRITEO_1TB:
+            info = build_days(inputs.files, out)
+        else:
+            info = build_real(inputs.files, config, out)
         (out / "raw.json").write_text(json.dumps(info, indent=1) + "\n")
         stage.record(rows=info["rows"], source=info["source"])
 

@@ -32,6 +32,18 @@ class SplitConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class CountConfig:
+    # null: count exact values. N: hash each categorical value into one of N bins per field
+    # before counting (stages 02 and 03), so tables stay bounded by N x 26 (the Criteo 1TB logs).
+    max_bins: int | None = None
+
+    def __post_init__(self):
+        # Bins must stay below the missing code 2^32 (preprocessing/parse.py CAT_MISSING).
+        if self.max_bins is not None and not 2 <= self.max_bins <= 1 << 32:
+            raise ValueError(f"config.count.max_bins: {self.max_bins}; null or 2 .. 2^32")
+
+
+@dataclasses.dataclass(frozen=True)
 class HashConfig:
     mode: typing.Literal["xxh64", "md5"] = "xxh64"
     min_count: int = 10  # categorical values rarer than this in training become the rare token
@@ -116,6 +128,7 @@ class PipelineConfig:
     raw: RawConfig = RawConfig()
     synthetic: SyntheticConfig = SyntheticConfig()
     split: SplitConfig = SplitConfig()
+    count: CountConfig = CountConfig()
     hash: HashConfig = HashConfig()
     export: ExportConfig = ExportConfig()
     leaves: LeavesConfig = LeavesConfig()

@@ -28,6 +28,7 @@ from stages import settings
 from stages.manifest import Stage
 from stages.paths import REPO_ROOT, stage_dir
 from submissions.validate import validate
+from submissions.write import no_test_set
 
 COMPETITION = "criteo-display-ad-challenge"
 RULES_URL = f"https://www.kaggle.com/c/{COMPETITION}/rules"
@@ -105,7 +106,7 @@ def make_stage(tag: str, config: settings.PipelineConfig) -> Stage:
 
 
 def make_stages(tag: str, config: settings.PipelineConfig) -> list[Stage]:
-    return [make_stage(tag, config)] if config.submit.upload else []
+    return [make_stage(tag, config)] if config.submit.upload and not no_test_set(tag) else []
 
 
 def upload_stage(tag: str, config: settings.PipelineConfig, force: bool = False) -> None:
@@ -113,6 +114,10 @@ def upload_stage(tag: str, config: settings.PipelineConfig, force: bool = False)
     if not config.submit.upload:
         print("[09_upload] skipped: uploading to Kaggle is opt-in "
               "(--set submit.upload=true, or python -m submissions.upload FILE)")
+        return
+    reason = no_test_set(tag)
+    if reason:
+        print(f"[09_upload] skipped: {reason}")
         return
     stage = make_stage(tag, config)
     if not stage.should_run(force):

@@ -16,6 +16,9 @@ written under a temporary name, checked by `submissions.validate`, and only then
 invalid or half-written file never carries a submission name. When $CRITEO_PNN_ARTIFACTS is set
 (tests, scratch runs) csv/ and LOG.md live under $CRITEO_PNN_ARTIFACTS/submissions/ instead of
 the repository's submissions/.
+
+A tag whose stage 03 holds no test rows (the Criteo 1TB input) has nothing to submit: the stage
+says so and writes nothing (no file, log row or REPORT.md), and is not listed by `--list`.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ensembles import read_predictions, report
-from preprocessing.field_spec import open_field_files
+from preprocessing.field_spec import SPEC_FILE, FieldSpec, open_field_files
 from preprocessing.schema import FULL_TEST_ROWS, TEST_ID_START
 from stages import settings
 from stages.manifest import Stage, file_md5
@@ -174,7 +177,20 @@ def make_stage(tag: str, config: settings.PipelineConfig) -> Stage:
 
 
 def make_stages(tag: str, config: settings.PipelineConfig) -> list[Stage]:
-    return [make_stage(tag, config)]
+    return [] if no_test_set(tag) else [make_stage(tag, config)]
+
+
+def no_test_set(tag: str) -> str | None:
+    """Why there is nothing to submit when stage 03 holds no test rows (the Criteo 1TB logs have
+    no Kaggle test set), else None."""
+    if not (stage_dir(tag, "03_hash") / SPEC_FILE).exists():
+        return None
+    spec = FieldSpec.load(stage_dir(tag, "03_hash"))
+    if spec.rows["test"]:
+        return None
+    source = spec.extra.get("source")
+    return (f"the {'Criteo 1TB' if source == 'criteo_1tb' else source} input has no test set; "
+            f"nothing to submit")
 
 
 def submit(tag: str, config: settings.PipelineConfig, force: bool = False) -> dict | None:
@@ -249,6 +265,10 @@ def _shown_path(path: Path) -> str:
 def main(argv=None) -> None:
     args = settings.stage_parser(__doc__.splitlines()[0]).parse_args(argv)
     config = settings.from_args(args)
+    reason = no_test_set(args.tag)
+    if reason:
+        print(f"[08_submit] skipped: {reason}")
+        return
     submit(args.tag, config, force=args.force)
     print(f"  report: {report.write_report(args.tag)}")
 

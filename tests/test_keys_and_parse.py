@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from preprocessing import keys, parse, schema
-from preprocessing.split import split_ranges
+from preprocessing.split import Part, split_ranges
 from tests.conftest import REPO_ROOT, raw_line
 
 INTS = [1, -1, 3, None, 0, 2, 1000000, 7, 20, 55, 5, 0, 1]
@@ -126,10 +126,11 @@ def test_count_lines(tmp_path):
 
 def test_split_is_time_ordered_with_the_last_seventh_for_validation():
     ranges = split_ranges(700, 100, 1 / 7)
-    assert ranges["train"]["rows"] == [0, 600] and ranges["valid"]["rows"] == [600, 700]
-    assert ranges["test"]["rows"] == [0, 100]
-    full = split_ranges(schema.FULL_TRAIN_ROWS, schema.FULL_TEST_ROWS, 1 / 7)
-    assert full["valid"]["rows"][1] - full["valid"]["rows"][0] == 6_548_660
+    assert ranges["train"] == [Part("train.txt", 0, 600)]
+    assert ranges["valid"] == [Part("train.txt", 600, 700)]
+    assert ranges["test"] == [Part("test.txt", 0, 100)]
+    (valid,) = split_ranges(schema.FULL_TRAIN_ROWS, schema.FULL_TEST_ROWS, 1 / 7)["valid"]
+    assert valid.stop - valid.start == 6_548_660
     with pytest.raises(ValueError, match="valid_fraction"):
         split_ranges(700, 100, 1.5)
     with pytest.raises(ValueError, match="at least one"):
