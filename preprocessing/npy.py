@@ -7,7 +7,9 @@ needed up front: the header, padded to a fixed size, is rewritten with it on clo
 
 from __future__ import annotations
 
+import os
 import struct
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,11 @@ def _header(dtype: np.dtype, row_shape: tuple, rows: int) -> bytes:
     return np.lib.format.MAGIC_PREFIX + b"\x01\x00" + struct.pack("<H", len(body)) + body
 
 
+# Written bytes after which the file is synced to disk in a background thread: the stage's
+# publish fsyncs every output, and 2.4 GB left to that took 2-4 s of a 20 s stage 03.
+SYNC_BYTES = 256 << 20
+
+
 class NpyWriter:
     """Appends rows of shape `row_shape` to the .npy file at `path`; `close()` seals it."""
 
@@ -30,6 +37,7 @@ class NpyWriter:
         self.dtype, self.row_shape, self.rows = np.dtype(dtype), tuple(row_shape), 0
         self.handle = open(path, "wb")  # noqa: SIM115 (closed by close())
         self.handle.write(_header(self.dtype, self.row_shape, 0))
+        self.unsynced, self.syncer = 0, None
 
     def append(self, rows: np.ndarray) -> None:
         rows = np.ascontiguousarray(rows, dtype=self.dtype)
@@ -38,9 +46,18 @@ class NpyWriter:
                              f"{self.row_shape}")
         self.handle.write(rows.data)
         self.rows += len(rows)
+        self.unsynced += rows.nbytes
+        if self.unsynced >= SYNC_BYTES and not (self.syncer and self.syncer.is_alive()):
+            self.handle.flush()
+            self.unsynced = 0
+            self.syncer = threading.Thread(target=os.fdatasync, args=(self.handle.fileno(),),
+                                           daemon=True)
+            self.syncer.start()
 
     def close(self) -> int:
         """Writes the final header and closes the file; returns the number of rows."""
+        if self.syncer:
+            self.syncer.join()
         self.handle.seek(0)
         self.handle.write(_header(self.dtype, self.row_shape, self.rows))
         self.handle.close()

@@ -1,4 +1,4 @@
-"""The numba hash tables of stages 02-03 and the block reader of the parser."""
+"""The numba hash tables of stages 02-03, the block reader of the parser and the .npy writer."""
 
 import numpy as np
 import pytest
@@ -71,3 +71,20 @@ def test_line_ends_match_numpy_for_any_length_and_density(length):
         data = np.where(rng.random(length) < density, 10,
                         rng.integers(0, 256, length)).astype(np.uint8)
         np.testing.assert_array_equal(parse._line_ends(data), np.flatnonzero(data == 10))
+
+
+def test_npy_writer_appends_rows_and_syncs_in_the_background(tmp_path, monkeypatch):
+    from preprocessing import npy
+
+    monkeypatch.setattr(npy, "SYNC_BYTES", 1000)  # a background sync every few appends
+    path = tmp_path / "rows.npy"
+    writer = npy.NpyWriter(path, np.int32, (3,))
+    for value in range(50):
+        writer.append(np.full((100, 3), value, dtype=np.int64))  # cast to int32
+    assert writer.syncer is not None
+    assert writer.close() == 5000
+    rows = np.load(path, mmap_mode="r")
+    assert rows.shape == (5000, 3) and rows.dtype == np.int32
+    np.testing.assert_array_equal(rows[::100, 0], np.arange(50))
+    with pytest.raises(ValueError, match="rows of shape"):
+        npy.NpyWriter(tmp_path / "other.npy", np.int32, (3,)).append(np.zeros((2, 4)))
