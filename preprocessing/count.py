@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from tqdm import tqdm
 
-from preprocessing import bins, parse, raw, schema
+from preprocessing import bins, parse, schema
 from preprocessing.hashtable import CodeTable
 from preprocessing.split import load_split
 from stages import config as config_lib
@@ -107,7 +107,7 @@ def main(argv=None) -> None:
     raw_dir = stage_dir(args.tag, "00_raw")
     max_bins = config.count.max_bins
     if max_bins is None and json.loads((raw_dir / "raw.json").read_text())["source"] == \
-            raw.CRITEO_1TB:
+            schema.CRITEO_1TB:
         print("warning: Criteo 1TB input with count.max_bins null: exact counts of hundreds of "
               "millions of values per field may not fit in memory (--config "
               "configs/criteo1tb.yaml bins them)", file=sys.stderr)

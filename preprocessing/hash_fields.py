@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from preprocessing import bins, count, field_spec, keys, parse, raw, schema
+from preprocessing import bins, count, field_spec, keys, parse, schema
 from preprocessing.hashtable import FieldTables
 from preprocessing.npy import NpyWriter
 from preprocessing.split import file_plan, load_split
@@ -156,7 +156,7 @@ def build(tag: str, config: settings.PipelineConfig, out: Path) -> field_spec.Fi
     write_vocabulary(out, vocabularies)
     source = json.loads((raw_dir / "raw.json").read_text())["source"]
     split_rule = ({"valid_days": [part.file for part in splits["valid"]]}
-                  if source == raw.CRITEO_1TB else {"valid_fraction": config.split.valid_fraction})
+                  if source == schema.CRITEO_1TB else {"valid_fraction": config.split.valid_fraction})
     spec = field_spec.FieldSpec(
         fields=tuple(field_spec.Field(name, "int" if index < schema.NUM_INT_FIELDS else "cat",
                                       sizes[index], int(offsets[index]))

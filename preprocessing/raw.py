@@ -37,7 +37,7 @@ NAMES = {"train": ("train.txt", "train.txt.gz", "train.csv", "train.csv.gz"),
          "test": ("test.txt", "test.txt.gz", "test.csv", "test.csv.gz")}
 ARCHIVE = "dac.tar.gz"
 DAY_FILE = re.compile(r"day_(0|[1-9][0-9]*)(\.txt)?(\.gz)?")
-CRITEO_1TB = "criteo_1tb"
+CRITEO_1TB = schema.CRITEO_1TB
 CODE = ["preprocessing/raw.py", "preprocessing/parse.py", "preprocessing/synthetic.py",
         "preprocessing/schema.py"]
 

@@ -16,6 +16,9 @@ FULL_TEST_ROWS = 6_042_135
 FULL_TRAIN_MD5_PREFIX = "4dcfe6c4"
 FULL_TEST_MD5_PREFIX = "94ccf278"
 
+# raw.json "source" of the Criteo 1TB Click Logs (day_0 .. day_23, same columns as train.txt).
+CRITEO_1TB = "criteo_1tb"
+
 # Kaggle Ids: train 10000000 + row index, test 60000000 + row index.
 TRAIN_ID_START = 10_000_000
 TEST_ID_START = 60_000_000

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from preprocessing import raw
+from preprocessing import schema
 from stages import config as config_lib
 from stages import settings
 from stages.manifest import Stage
@@ -122,7 +122,7 @@ def main(argv=None) -> None:
         return
     args, config, stage = started
     raw_info = json.loads((stage_dir(args.tag, "00_raw") / "raw.json").read_text())
-    if raw_info["source"] == raw.CRITEO_1TB:
+    if raw_info["source"] == schema.CRITEO_1TB:
         splits = split_days(raw_info["days"])
     else:
         rows = raw_info["rows"]
