@@ -7,7 +7,8 @@ Random ids, no pipeline: a synthetic 39-field spec shaped like hashed Criteo (13
 fields, 26 categorical fields, ~1M ids in all for `paper`, ~60k for `demo`), ids drawn log-uniformly
 within each field so batches repeat popular ids as real data does. Batches are prepared by the
 runner's prefetch thread, as in training. For IPNN it also times, in the same process, a plain
-Keras 3 `model.fit` of the same network with the stock Adam and prints the ratio.
+Keras 3 `model.fit` of the same network with the stock Adam and prints the ratio, and a plain fit
+of its MLP alone on random inputs of the MLP's width (no embeddings: a bound for any IPNN step).
 With --json: one JSON object per model and preset.
 """
 
@@ -25,6 +26,7 @@ import keras
 import numpy as np
 
 from models import data, optimizers, registry
+from models.layers.mlp import MLP
 from models.runner_config import CONFIG_DIR, load_runner_config
 from models.stage import learner
 from models.train_step import create_train_step, tune_memory_allocator
@@ -109,7 +111,23 @@ def bench_model(model_id: str, preset: str, steps: int, warmup: int, overrides=(
         plain = time_plain_keras(build(), batches, labels, config.train.learning_rate, warmup)
         result["plain_keras_examples_per_second"] = plain
         result["speedup_over_plain_keras"] = result["examples_per_second"] / plain
+        result["mlp_only_examples_per_second"] = time_mlp_only(config, spec, len(batches),
+                                                               labels, warmup)
     return result
+
+
+def time_mlp_only(config, spec: FieldSpec, steps: int, labels, warmup: int) -> float:
+    """Examples/s of plain `model.fit` of IPNN's MLP alone on random inputs of its width: the
+    dense layers without embeddings, products or table updates, a bound for any IPNN step."""
+    keras.utils.set_random_seed(config.train.seed)
+    embedding_dim = config.hyperparameters["embedding_dim"]
+    width = spec.num_fields * embedding_dim + spec.num_fields * (spec.num_fields - 1) // 2
+    mlp = MLP(config.hyperparameters["hidden_units"],
+              layer_norm=config.hyperparameters["layer_norm"])
+    model = keras.Sequential([keras.Input((width,)), mlp])
+    rng = np.random.default_rng(0)
+    inputs = [rng.random((len(labels), width), dtype=np.float32) for _ in range(steps)]
+    return time_plain_keras(model, inputs, labels, config.train.learning_rate, warmup)
 
 
 def main(argv=None) -> None:
@@ -137,7 +155,8 @@ def main(argv=None) -> None:
                     f"({result['parameter_count']:,} parameters, batch {result['batch_size']})")
             if "plain_keras_examples_per_second" in result:
                 line += (f"  plain Keras fit {result['plain_keras_examples_per_second']:.0f} ex/s"
-                         f" -> {result['speedup_over_plain_keras']:.2f}x")
+                         f" -> {result['speedup_over_plain_keras']:.2f}x; its MLP alone "
+                         f"{result['mlp_only_examples_per_second']:.0f} ex/s")
             print(line, flush=True)
 
 
