@@ -8,7 +8,8 @@ fields, 26 categorical fields, ~1M ids in all for `paper`, ~60k for `demo`), ids
 within each field so batches repeat popular ids as real data does. Batches are prepared by the
 runner's prefetch thread, as in training. For IPNN it also times, in the same process, a plain
 Keras 3 `model.fit` of the same network with the stock Adam and prints the ratio, and a plain fit
-of its MLP alone on random inputs of the MLP's width (no embeddings: a bound for any IPNN step).
+of its MLP alone on random inputs of the MLP's width (no embeddings: a bound for any IPNN step);
+the three alternate over --rounds rounds, as the machine's speed drifts between them.
 With --json: one JSON object per model and preset.
 """
 
@@ -58,37 +59,63 @@ def random_ids(spec: FieldSpec, rows: int, seed: int) -> np.ndarray:
     return (local + np.asarray(spec.offsets)).astype(np.int32)
 
 
-def time_runner(model, spec, train, batches: list[np.ndarray], labels, warmup: int) -> float:
-    """Examples/s of the sparse-update step over `batches` after `warmup` steps."""
+def runner_timer(model, spec, train, batches: list[np.ndarray], labels, warmup: int):
+    """A function that returns the examples/s of one pass of the sparse-update step over
+    `batches`, not counting the first `warmup` steps (compilation in the first pass)."""
     settings = optimizers.OptimizerSettings(train.optimizer, train.learning_rate,
                                             train.adam_beta_1, train.adam_beta_2,
                                             train.adam_epsilon, train.adagrad_initial_accumulator)
     step = create_train_step(model, settings, train.loss_reduction, train.jit_compile,
                              train.eval_batch_size)
     pad_limit = len(batches[0]) * spec.num_fields if step.pads_unique else None
-    prepared = data.prefetch((data.compact_batch(ids, labels, index, pad_limit)
-                              for index, ids in enumerate(batches)), train.prefetch_batches)
-    for index, batch in enumerate(prepared):
-        if index == warmup:
-            started = time.perf_counter()
-        step.step(batch)
-    return (len(batches) - warmup) * len(batches[0]) / (time.perf_counter() - started)
+
+    def measure() -> float:
+        prepared = data.prefetch((data.compact_batch(ids, labels, index, pad_limit)
+                                  for index, ids in enumerate(batches)), train.prefetch_batches)
+        for index, batch in enumerate(prepared):
+            if index == warmup:
+                started = time.perf_counter()
+            step.step(batch)
+        return (len(batches) - warmup) * len(batches[0]) / (time.perf_counter() - started)
+
+    return measure
 
 
-def time_plain_keras(model, batches: list[np.ndarray], labels, learning_rate: float,
-                     warmup: int) -> float:
-    """Examples/s of `model.fit` with stock Adam (dense updates of every table row)."""
+def plain_keras_timer(model, batches: list[np.ndarray], labels, learning_rate: float,
+                      warmup: int):
+    """A function that returns the examples/s of one `model.fit` pass over `batches` with the
+    stock Adam (dense updates of every table row), not counting the first `warmup` steps."""
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                   loss=keras.losses.BinaryCrossentropy(from_logits=True))
-    stamps = []
-    callback = keras.callbacks.LambdaCallback(
-        on_train_batch_end=lambda batch, logs: stamps.append(time.perf_counter()))
-    model.fit(np.concatenate(batches), np.tile(labels, len(batches)), batch_size=len(batches[0]),
-              epochs=1, shuffle=False, verbose=0, callbacks=[callback])
-    return (len(stamps) - warmup) * len(batches[0]) / (stamps[-1] - stamps[warmup - 1])
+    inputs, targets = np.concatenate(batches), np.tile(labels, len(batches))
+
+    def measure() -> float:
+        stamps = []
+        callback = keras.callbacks.LambdaCallback(
+            on_train_batch_end=lambda batch, logs: stamps.append(time.perf_counter()))
+        model.fit(inputs, targets, batch_size=len(batches[0]), epochs=1, shuffle=False,
+                  verbose=0, callbacks=[callback])
+        return (len(stamps) - warmup) * len(batches[0]) / (stamps[-1] - stamps[warmup - 1])
+
+    return measure
 
 
-def bench_model(model_id: str, preset: str, steps: int, warmup: int, overrides=()) -> dict:
+def mlp_only_model(config, spec: FieldSpec) -> tuple[keras.Model, int]:
+    """IPNN's MLP alone on inputs of its width (flattened embeddings and inner products): the
+    dense layers without embeddings, products or table updates, a bound for any IPNN step."""
+    keras.utils.set_random_seed(config.train.seed)
+    embedding_dim = config.hyperparameters["embedding_dim"]
+    width = spec.num_fields * embedding_dim + spec.num_fields * (spec.num_fields - 1) // 2
+    mlp = MLP(config.hyperparameters["hidden_units"],
+              layer_norm=config.hyperparameters["layer_norm"])
+    return keras.Sequential([keras.Input((width,)), mlp]), width
+
+
+def bench_model(model_id: str, preset: str, steps: int, warmup: int, overrides=(),
+                rounds: int = 1) -> dict:
+    """Figures of one model. IPNN's three timings (runner, plain Keras, MLP alone) alternate in
+    `rounds` rounds; each figure is the median over rounds and the ratio the median of the
+    per-round ratios, so that a slower spell of the machine hits both sides of a ratio."""
     config = load_runner_config(CONFIG_DIR / f"{model_id}.yaml", preset, overrides)
     spec = synthetic_spec(PRESET_SCALES[preset])
     batch_size = config.train.batch_size
@@ -102,32 +129,30 @@ def bench_model(model_id: str, preset: str, steps: int, warmup: int, overrides=(
         return model
 
     model = build()
+    timers = {"examples_per_second": runner_timer(model, spec, config.train, batches, labels,
+                                                  warmup)}
+    if config.arch == "ipnn":
+        lr = config.train.learning_rate
+        timers["plain_keras_examples_per_second"] = plain_keras_timer(build(), batches, labels,
+                                                                      lr, warmup)
+        mlp, width = mlp_only_model(config, spec)
+        rng = np.random.default_rng(0)
+        inputs = [rng.random((batch_size, width), dtype=np.float32) for _ in batches]
+        timers["mlp_only_examples_per_second"] = plain_keras_timer(mlp, inputs, labels, lr,
+                                                                   warmup)
+    speeds = {key: [] for key in timers}
+    for _ in range(rounds):
+        for key, measure in timers.items():
+            speeds[key].append(measure())
     result = {"model": model_id, "preset": preset, "batch_size": batch_size,
               "parameter_count": int(model.count_params()), "backend": keras.backend.backend(),
-              "jit_compile": config.train.jit_compile,
-              "examples_per_second": time_runner(model, spec, config.train, batches, labels,
-                                                 warmup)}
+              "jit_compile": config.train.jit_compile, "rounds": rounds,
+              **{key: float(np.median(values)) for key, values in speeds.items()}}
     if config.arch == "ipnn":
-        plain = time_plain_keras(build(), batches, labels, config.train.learning_rate, warmup)
-        result["plain_keras_examples_per_second"] = plain
-        result["speedup_over_plain_keras"] = result["examples_per_second"] / plain
-        result["mlp_only_examples_per_second"] = time_mlp_only(config, spec, len(batches),
-                                                               labels, warmup)
+        ratios = np.divide(speeds["examples_per_second"], speeds["plain_keras_examples_per_second"])
+        result["speedup_over_plain_keras"] = float(np.median(ratios))
+        result["speedups_per_round"] = [round(float(ratio), 3) for ratio in ratios]
     return result
-
-
-def time_mlp_only(config, spec: FieldSpec, steps: int, labels, warmup: int) -> float:
-    """Examples/s of plain `model.fit` of IPNN's MLP alone on random inputs of its width: the
-    dense layers without embeddings, products or table updates, a bound for any IPNN step."""
-    keras.utils.set_random_seed(config.train.seed)
-    embedding_dim = config.hyperparameters["embedding_dim"]
-    width = spec.num_fields * embedding_dim + spec.num_fields * (spec.num_fields - 1) // 2
-    mlp = MLP(config.hyperparameters["hidden_units"],
-              layer_norm=config.hyperparameters["layer_norm"])
-    model = keras.Sequential([keras.Input((width,)), mlp])
-    rng = np.random.default_rng(0)
-    inputs = [rng.random((len(labels), width), dtype=np.float32) for _ in range(steps)]
-    return time_plain_keras(model, inputs, labels, config.train.learning_rate, warmup)
 
 
 def main(argv=None) -> None:
@@ -138,6 +163,8 @@ def main(argv=None) -> None:
                         choices=sorted(PRESET_SCALES))
     parser.add_argument("--steps", type=int, default=20, help="timed steps per model")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps (compilation)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="IPNN: rounds of alternating runner / plain Keras / MLP timings")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a model-config key, e.g. --set train.jit_compile=true")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -147,7 +174,8 @@ def main(argv=None) -> None:
                                       if learner(path.stem) == "models.train")
     for preset in args.presets:
         for model_id in model_ids:
-            result = bench_model(model_id, preset, args.steps, args.warmup, args.set)
+            result = bench_model(model_id, preset, args.steps, args.warmup, args.set,
+                                 args.rounds)
             if args.json:
                 print(json.dumps(result), flush=True)
                 continue
