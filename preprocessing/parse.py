@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import math
+import zlib
 from pathlib import Path
 
 import numba
@@ -309,9 +310,10 @@ def _iter_blocks(path: Path, block_bytes: int):
     buffer = bytearray(block_bytes)
     filled = 0
     opener = gzip.open if Path(path).name.endswith(".gz") else open
+    text_bytes = 0
     with opener(path, "rb") as handle:
         while True:
-            read = handle.readinto(memoryview(buffer)[filled:])
+            read = _read_into(handle, memoryview(buffer)[filled:], path, text_bytes + filled)
             filled += read
             if not read and not filled:
                 return
@@ -328,6 +330,16 @@ def _iter_blocks(path: Path, block_bytes: int):
             yield np.frombuffer(buffer, dtype=np.uint8, count=cut)
             buffer[:filled - cut] = buffer[cut:filled]
             filled -= cut
+            text_bytes += cut
+
+
+def _read_into(handle, view, path: Path, position: int) -> int:
+    """handle.readinto(view); a damaged .gz (a download cut short) is an error naming the file."""
+    try:
+        return handle.readinto(view)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+        raise BadRowError(f"{path}: corrupt or truncated gzip data after {position:,} bytes of "
+                          f"text ({error}); check it with `gzip -t`") from error
 
 
 def _grown(buffer: bytearray) -> bytearray:

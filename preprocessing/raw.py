@@ -21,6 +21,7 @@ import re
 import shutil
 import sys
 import tarfile
+import zlib
 from pathlib import Path
 
 import pyarrow as pa
@@ -180,8 +181,12 @@ def convert_kaggle_csv(source: Path, split: str, out: Path) -> None:
 def check_columns(path: Path, split: str) -> None:
     """The first line must have 40 columns in train (label first) and 39 in test."""
     opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rb") as handle:
-        first = handle.readline().rstrip(b"\r\n")
+    try:
+        with opener(path, "rb") as handle:
+            first = handle.readline().rstrip(b"\r\n")
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+        raise ValueError(f"{path}: not readable as gzip ({error}); check it with `gzip -t`") \
+            from error
     if not first:
         raise ValueError(f"{path}: empty file")
     columns = first.count(b"\t") + 1

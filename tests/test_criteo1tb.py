@@ -242,3 +242,11 @@ def test_real_1tb_sample_split_into_days(artifacts, tmp_path, shared_criteo):
     assert splits["train"].labels.sum() + splits["valid"].labels.sum() == positives
     assert all(size <= 256 + 3 for size in spec.vocabulary_sizes[schema.NUM_INT_FIELDS:])
     np.testing.assert_array_equal(splits["valid"].ids, schema.TRAIN_ID_START + 7000 + np.arange(3000))
+
+
+def test_a_day_file_that_is_not_gzip_is_refused_at_stage_00(tmp_path):
+    days = touch_days(tmp_path / "d", ["day_0"])
+    (days / "day_0").write_text("1\t" + "\t" * 38 + "\n")
+    (days / "day_1.gz").write_bytes(b"not gzip")
+    with pytest.raises(ValueError, match=r"day_1\.gz: not readable as gzip"):
+        raw.check_columns(days / "day_1.gz", "train")

@@ -187,3 +187,16 @@ def test_vectorised_hashes_equal_the_hash_of_each_key(mode):
     int_codes = np.array([keys.int_code(value) for value in (None, -1, 2, 3, 10 ** 6)])
     assert keys.hash_codes(1, int_codes, mode, 1_000_000, {}).tolist() == \
         [keys.hash_key(keys.key(1, int(code)), mode) for code in int_codes]
+
+
+def test_truncated_gzip_is_an_error_naming_the_file(tmp_path):
+    import gzip
+
+    path = tmp_path / "day_0.gz"
+    text = "".join(raw_line(1, INTS, CATS) for _ in range(2000)).encode()
+    path.write_bytes(gzip.compress(text)[:-2000])  # a download cut short
+    with pytest.raises(parse.BadRowError, match=r"day_0\.gz: corrupt or truncated gzip"):
+        sum(chunk.rows for chunk in parse.iter_chunks(path, True, block_bytes=1 << 12))
+    path.write_bytes(b"not gzip at all")
+    with pytest.raises(parse.BadRowError, match="corrupt or truncated gzip"):
+        list(parse.iter_chunks(path, True))
