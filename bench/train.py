@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import keras
 import numpy as np
 
-from models import data, optimizers, registry
+from models import data, optimizers, precision, registry
 from models.layers.mlp import MLP
 from models.runner_config import CONFIG_DIR, load_runner_config
 from models.stage import learner
@@ -128,25 +128,27 @@ def bench_model(model_id: str, preset: str, steps: int, warmup: int, overrides=(
         model(batches[0][:1])
         return model
 
-    model = build()
-    timers = {"examples_per_second": runner_timer(model, spec, config.train, batches, labels,
-                                                  warmup)}
-    if config.arch == "ipnn":
-        lr = config.train.learning_rate
-        timers["plain_keras_examples_per_second"] = plain_keras_timer(build(), batches, labels,
-                                                                      lr, warmup)
-        mlp, width = mlp_only_model(config, spec)
-        rng = np.random.default_rng(0)
-        inputs = [rng.random((batch_size, width), dtype=np.float32) for _ in batches]
-        timers["mlp_only_examples_per_second"] = plain_keras_timer(mlp, inputs, labels, lr,
-                                                                   warmup)
+    with precision.dtype_policy(config.train.precision):  # every network, as models.train
+        model = build()
+        timers = {"examples_per_second": runner_timer(model, spec, config.train, batches,
+                                                      labels, warmup)}
+        if config.arch == "ipnn":
+            lr = config.train.learning_rate
+            timers["plain_keras_examples_per_second"] = plain_keras_timer(
+                build(), batches, labels, lr, warmup)
+            mlp, width = mlp_only_model(config, spec)
+            rng = np.random.default_rng(0)
+            inputs = [rng.random((batch_size, width), dtype=np.float32) for _ in batches]
+            timers["mlp_only_examples_per_second"] = plain_keras_timer(mlp, inputs, labels, lr,
+                                                                       warmup)
     speeds = {key: [] for key in timers}
     for _ in range(rounds):
         for key, measure in timers.items():
             speeds[key].append(measure())
     result = {"model": model_id, "preset": preset, "batch_size": batch_size,
               "parameter_count": int(model.count_params()), "backend": keras.backend.backend(),
-              "jit_compile": config.train.jit_compile, "rounds": rounds,
+              "jit_compile": config.train.jit_compile, "precision": config.train.precision,
+              "rounds": rounds,
               **{key: float(np.median(values)) for key, values in speeds.items()}}
     if config.arch == "ipnn":
         ratios = np.divide(speeds["examples_per_second"], speeds["plain_keras_examples_per_second"])
