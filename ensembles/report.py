@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 
 from ensembles import metrics
+from preprocessing import schema
 from stages.paths import REPO_ROOT, artifacts_root, stage_dir
 
 REPORT_FILE = "REPORT.md"
@@ -87,6 +88,9 @@ def data_description(tag: str) -> str:
     parts = []
     if raw.get("source") == "synthetic":
         parts.append("synthetic Criteo-like data (`preprocessing/synthetic.py`)")
+    elif raw.get("source") == schema.CRITEO_1TB:
+        parts.append(f"the Criteo 1TB logs, {len(raw['days'])} days ({raw['days'][0]} .. "
+                     f"{raw['days'][-1]}; the last is the validation day, no test set)")
     elif raw:
         files = ", ".join(f"`{Path(path).name}` ({raw['rows'][split]:,} rows)"
                           for split, path in raw["inputs"].items())

@@ -212,6 +212,15 @@ def test_no_test_set_stops_submission_and_upload_with_a_message(artifacts, gener
     assert write.make_stages("d", config) == [] and upload.make_stages("d", config) == []
 
 
+def test_report_describes_the_days(artifacts, generated):
+    from ensembles import report
+
+    run_stages("r", *data_option(generated["days"]))
+    text = report.data_description("r")
+    assert "the Criteo 1TB logs, 3 days (day_0 .. day_2.txt.gz" in text
+    assert "train 2,200 / valid 800 / test 0 rows" in text
+
+
 def test_leaves_stage_skips_itself_without_gbdt_inputs(artifacts, capsys):
     leaves.main(["--tag", "d", "--config", str(REPO_ROOT / "configs" / "criteo1tb.yaml")])
     assert "[04_leaves] skipped: export.gbdt is false" in capsys.readouterr().out
