@@ -16,13 +16,14 @@ from __future__ import annotations
 import json
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from preprocessing import bins, parse, schema
 from preprocessing.hashtable import CodeTable
-from preprocessing.split import load_split
+from preprocessing.split import Part, load_split, split_rows
 from stages import config as config_lib
 from stages import settings
 from stages.manifest import Stage
@@ -32,23 +33,22 @@ CODE = ["preprocessing/count.py", "preprocessing/parse.py", "preprocessing/hasht
         "preprocessing/bins.py"]
 
 
-def count_values(parts, on_bad_row: str = "error", threads: int = 2,
+def count_values(raw_dir: Path, parts: list[Part], on_bad_row: str = "error", threads: int = 2,
                  max_bins: int | None = None):
-    """Counts every field's value codes over `parts`: (raw train file, start row, stop row or
-    None for the end of the file), in order; categorical codes binned first with `max_bins`.
+    """Counts every field's value codes over `parts` (of files in `raw_dir`), in order;
+    categorical codes binned first with `max_bins`.
 
     Returns (tables: list of CodeTable per field, rows, positives, report, fallback texts).
     """
     tables = [CodeTable() for _ in schema.FIELD_NAMES]
     report = parse.ParseReport()
     rows, positives, fallback_text = 0, 0, {}
-    known = all(stop is not None for _, _, stop in parts)
-    progress = tqdm(total=sum(stop - start for _, start, stop in parts) if known else None,
-                    unit="row", unit_scale=True, desc="count", mininterval=2, disable=None)
+    progress = tqdm(total=split_rows(parts), unit="row", unit_scale=True, desc="count",
+                    mininterval=2, disable=None)
     with ThreadPoolExecutor(threads) as pool:
-        for path, start_row, stop_row in parts:
-            for chunk in parse.iter_chunks(path, True, on_bad_row, report=report,
-                                           start_row=start_row, stop_row=stop_row,
+        for part in parts:
+            for chunk in parse.iter_chunks(raw_dir / part.file, True, on_bad_row, report=report,
+                                           start_row=part.start, stop_row=part.stop,
                                            reuse_arrays=True):
                 if max_bins is None:
                     fallback_text.update(chunk.fallback_text)
@@ -111,9 +111,8 @@ def main(argv=None) -> None:
         print("warning: Criteo 1TB input with count.max_bins null: exact counts of hundreds of "
               "millions of values per field may not fit in memory (--config "
               "configs/criteo1tb.yaml bins them)", file=sys.stderr)
-    parts = [(raw_dir / part.file, part.start, part.stop) for part in load_split(args.tag)["train"]]
-    tables, rows, positives, report, texts = count_values(parts, config.raw.on_bad_row,
-                                                          max_bins=max_bins)
+    tables, rows, positives, report, texts = count_values(
+        raw_dir, load_split(args.tag)["train"], config.raw.on_bad_row, max_bins=max_bins)
     with stage.build() as out:
         distinct = write_counts(out, tables, texts)
         summary = {"rows": rows, "click_rate": positives / max(rows, 1),

@@ -304,14 +304,22 @@ def iter_chunks(path: Path, has_label: bool, on_bad_row: str = "error",
             return
 
 
+# What reading a damaged .gz (a download cut short, or not gzip at all) raises.
+GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
+
+
+def open_raw(path: Path, mode: str = "rb"):
+    """`path` opened for reading, decompressed on the fly when its name ends in .gz."""
+    return (gzip.open if Path(path).name.endswith(".gz") else open)(path, mode)
+
+
 def _iter_blocks(path: Path, block_bytes: int):
     """Blocks of whole lines, as views of one reused buffer (valid until the next block); the
     last line is given a newline if the file lacks one. A `.gz` path is decompressed on the fly."""
     buffer = bytearray(block_bytes)
     filled = 0
-    opener = gzip.open if Path(path).name.endswith(".gz") else open
     text_bytes = 0
-    with opener(path, "rb") as handle:
+    with open_raw(path) as handle:
         while True:
             read = _read_into(handle, memoryview(buffer)[filled:], path, text_bytes + filled)
             filled += read
@@ -337,7 +345,7 @@ def _read_into(handle, view, path: Path, position: int) -> int:
     """handle.readinto(view); a damaged .gz (a download cut short) is an error naming the file."""
     try:
         return handle.readinto(view)
-    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+    except GZIP_ERRORS as error:
         raise BadRowError(f"{path}: corrupt or truncated gzip data after {position:,} bytes of "
                           f"text ({error}); check it with `gzip -t`") from error
 
@@ -418,8 +426,7 @@ def count_lines(path: Path, block_bytes: int = 16 << 20) -> int:
     """Number of rows: newline count, plus one for a last line without a newline (`.gz`: of the
     decompressed text)."""
     lines, last = 0, b"\n"
-    opener = gzip.open if Path(path).name.endswith(".gz") else open
-    with opener(path, "rb") as handle:
+    with open_raw(path) as handle:
         while block := handle.read(block_bytes):
             lines += block.count(b"\n")
             last = block[-1:]

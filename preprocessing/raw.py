@@ -21,7 +21,6 @@ import re
 import shutil
 import sys
 import tarfile
-import zlib
 from pathlib import Path
 
 import pyarrow as pa
@@ -154,8 +153,7 @@ def convert_kaggle_csv(source: Path, split: str, out: Path) -> None:
     """Kaggle CSV (Id,[Label,]I1..C26, header) -> raw TSV, checking header and contiguous Ids."""
     expected = schema.CSV_TRAIN_HEADER if split == "train" else schema.CSV_TEST_HEADER
     first_id = schema.TRAIN_ID_START if split == "train" else schema.TEST_ID_START
-    opener = gzip.open if source.name.endswith(".gz") else open
-    with opener(source, "rt") as handle:
+    with parse.open_raw(source, "rt") as handle:
         header = tuple(handle.readline().strip().split(","))
     if header != expected:
         raise ValueError(f"{source}:1: header {','.join(header)[:120]!r} does not match the "
@@ -180,11 +178,10 @@ def convert_kaggle_csv(source: Path, split: str, out: Path) -> None:
 
 def check_columns(path: Path, split: str) -> None:
     """The first line must have 40 columns in train (label first) and 39 in test."""
-    opener = gzip.open if path.name.endswith(".gz") else open
     try:
-        with opener(path, "rb") as handle:
+        with parse.open_raw(path) as handle:
             first = handle.readline().rstrip(b"\r\n")
-    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+    except parse.GZIP_ERRORS as error:
         raise ValueError(f"{path}: not readable as gzip ({error}); check it with `gzip -t`") \
             from error
     if not first:

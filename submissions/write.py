@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from ensembles import read_predictions, report
 from preprocessing.field_spec import SPEC_FILE, FieldSpec, open_field_files
-from preprocessing.schema import FULL_TEST_ROWS, TEST_ID_START
+from preprocessing.schema import CRITEO_1TB, FULL_TEST_ROWS, TEST_ID_START
 from stages import settings
 from stages.manifest import Stage, file_md5
 from stages.paths import REPO_ROOT, artifacts_root, stage_dir
@@ -189,7 +189,7 @@ def no_test_set(tag: str) -> str | None:
     if spec.rows["test"]:
         return None
     source = spec.extra.get("source")
-    return (f"the {'Criteo 1TB' if source == 'criteo_1tb' else source} input has no test set; "
+    return (f"the {'Criteo 1TB' if source == CRITEO_1TB else source} input has no test set; "
             f"nothing to submit")
 
 
