@@ -9,6 +9,8 @@ CPU second do not depend much on what else the machine runs; rows per second do 
 is printed). Rows per second count the rows a stage reads:
 train split for 02, train + valid + test for 03 and 04. `01-03` is the end-to-end figure of the
 issue: (train + test rows) / (time of 01 + 02 + 03). The md5 hashing mode reruns stage 03.
+A stage's previous output is removed before it is timed, so every figure is that of a first build
+(a rerun also deletes the old output on publish: about 2 s for stage 03's 2.4 GB at 10M rows).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,6 +40,9 @@ STAGES = [("00_raw", "preprocessing.raw"), ("01_split", "preprocessing.split"),
 def run_stage(stage: str, rows: int, module: str, options: list[str],
               environment: dict) -> dict:
     """Runs `python -m module options`; its wall and CPU seconds and peak RSS (from wait4)."""
+    artifacts = environment.get("CRITEO_PNN_ARTIFACTS")
+    if artifacts:
+        shutil.rmtree(Path(artifacts) / "bench" / stage.split("[")[0], ignore_errors=True)
     result = run_measured([sys.executable, "-m", module, *options], environment,
                           stdout=subprocess.DEVNULL)
     return {"stage": stage, "rows": rows, **result}

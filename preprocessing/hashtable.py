@@ -6,6 +6,8 @@ cells; a numba table counts and looks them up at tens of millions per second in 
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numba
 import numpy as np
 
@@ -123,13 +125,18 @@ def _stack(per_field: list[np.ndarray], values: list[np.ndarray] | None):
     bases = np.concatenate([[0], np.cumsum(capacities)[:-1]]).astype(np.int64)
     keys = np.full(int(capacities.sum()), _EMPTY, dtype=np.int64)
     stacked = np.zeros(len(keys), dtype=np.int32) if values is not None else None
-    for field, (base, capacity) in enumerate(zip(bases, capacities)):
+
+    def insert(field: int) -> None:
+        part = slice(bases[field], bases[field] + capacities[field])
         field_keys = np.ascontiguousarray(per_field[field], dtype=np.int64)
         if values is None:  # a set: each key is stored as its own value
-            _insert(keys[base:base + capacity], keys[base:base + capacity], field_keys, field_keys)
+            _insert(keys[part], keys[part], field_keys, field_keys)
         else:
-            _insert(keys[base:base + capacity], stacked[base:base + capacity], field_keys,
+            _insert(keys[part], stacked[part], field_keys,
                     np.ascontiguousarray(values[field], dtype=np.int32))
+
+    with ThreadPoolExecutor(2) as pool:  # fields are independent; _insert releases the GIL
+        list(pool.map(insert, np.argsort(-capacities, kind="stable")))
     return keys, stacked, bases, capacities - 1
 
 

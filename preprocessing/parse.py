@@ -20,6 +20,7 @@ import dataclasses
 import gzip
 import math
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numba
@@ -314,14 +315,17 @@ def open_raw(path: Path, mode: str = "rb"):
 
 
 def _iter_blocks(path: Path, block_bytes: int):
-    """Blocks of whole lines, as views of one reused buffer (valid until the next block); the
-    last line is given a newline if the file lacks one. A `.gz` path is decompressed on the fly."""
-    buffer = bytearray(block_bytes)
-    filled = 0
-    text_bytes = 0
-    with open_raw(path) as handle:
+    """Blocks of whole lines, as views of two alternating buffers (a view is valid until the next
+    block is asked for); the last line is given a newline if the file lacks one. A `.gz` path is
+    decompressed on the fly. The next block is read in a background thread while the caller works
+    on this one: reading the page cache took 0.7-0.8 s of each 10M-row pass."""
+    buffers = [bytearray(block_bytes), bytearray(block_bytes)]
+    current, filled, text_bytes = 0, 0, 0
+    with open_raw(path) as handle, ThreadPoolExecutor(1) as reader:
+        pending = reader.submit(_read_into, handle, memoryview(buffers[0]), path, 0)
         while True:
-            read = _read_into(handle, memoryview(buffer)[filled:], path, text_bytes + filled)
+            read = pending.result()
+            buffer = buffers[current]
             filled += read
             if not read and not filled:
                 return
@@ -333,12 +337,20 @@ def _iter_blocks(path: Path, block_bytes: int):
                 return
             cut = buffer.rfind(b"\n", 0, filled) + 1
             if cut == 0:  # a line longer than the buffer
-                buffer = _grown(buffer)
+                buffers[current] = buffer = _grown(buffer)
+                pending = reader.submit(_read_into, handle, memoryview(buffer)[filled:], path,
+                                        text_bytes + filled)
                 continue
+            if len(buffers[1 - current]) < len(buffer):
+                buffers[1 - current] = bytearray(len(buffer))
+            following = buffers[1 - current]
+            following[:filled - cut] = buffer[cut:filled]
+            pending = reader.submit(_read_into, handle, memoryview(following)[filled - cut:],
+                                    path, text_bytes + filled)
             yield np.frombuffer(buffer, dtype=np.uint8, count=cut)
-            buffer[:filled - cut] = buffer[cut:filled]
             filled -= cut
             text_bytes += cut
+            current = 1 - current
 
 
 def _read_into(handle, view, path: Path, position: int) -> int:
