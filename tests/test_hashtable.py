@@ -43,14 +43,43 @@ def test_training_rows_never_get_the_unseen_id(tables):
     np.testing.assert_array_equal(ids, [[1, 101], [1, 101], [0, 105]])
 
 
+def test_large_tables_map_like_a_dictionary():
+    """Tables from _LARGE_TABLE slots up take the prefetching path of the lookup."""
+    rng = np.random.default_rng(1)
+    codes = rng.choice(1 << 40, 30_000, replace=False)
+    frequent, rare = codes[:20_000], codes[20_000:25_000]
+    ids = rng.permutation(20_000) + 2
+    tables = FieldTables([(frequent, ids), (np.array([7]), np.array([2]))],
+                         [rare, np.array([], dtype=np.int64)])
+    assert tables.large_fields.tolist() == [0]
+    rows = np.stack([rng.choice(codes, 5000), rng.choice([7, 8], 5000)], axis=1)
+    got = tables.lookup_rows(rows, offsets=[0, 10**6], seen_rows=1000, rare_id=RARE_ID,
+                             unseen_id=UNSEEN_ID)
+    maps = [(dict(zip(frequent.tolist(), ids.tolist())), set(rare.tolist()), 0), ({7: 2}, set(), 10**6)]
+
+    def expected_id(row: int, field: int) -> int:
+        id_of, rare_set, offset = maps[field]
+        code = int(rows[row, field])
+        unseen = row >= 1000 and code not in rare_set
+        return offset + id_of.get(code, UNSEEN_ID if unseen else RARE_ID)
+
+    expected = [[expected_id(row, field) for field in (0, 1)] for row in range(len(rows))]
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("name", ["rows.txt", "rows.txt.gz"])
 @pytest.mark.parametrize("seed", range(5))
-def test_blocks_hold_whole_lines_for_any_block_size(tmp_path, seed):
+def test_blocks_hold_whole_lines_for_any_block_size(tmp_path, seed, name):
+    """Blocks come from two alternating buffers, the next one read in the background; lines may
+    be longer than a buffer; a .gz file's reads return less than asked."""
+    import gzip
+
     rng = np.random.default_rng(seed)
     for _ in range(40):
         lines = ["x" * rng.integers(0, 30) for _ in range(rng.integers(0, 20))]
         text = "\n".join(lines) + ("\n" if rng.random() < 0.5 else "")
-        path = tmp_path / "rows.txt"
-        path.write_text(text)
+        path = tmp_path / name
+        path.write_bytes(gzip.compress(text.encode()) if name.endswith(".gz") else text.encode())
         blocks = [bytes(block) for block in parse._iter_blocks(path, int(rng.integers(1, 40)))]
         assert all(block.endswith(b"\n") for block in blocks)
         expected = text if not text or text.endswith("\n") else text + "\n"

@@ -201,19 +201,3 @@ def test_truncated_gzip_is_an_error_naming_the_file(tmp_path):
     with pytest.raises(parse.BadRowError, match="corrupt or truncated gzip"):
         list(parse.iter_chunks(path, True))
 
-
-@pytest.mark.parametrize("name", ["lines.txt", "lines.txt.gz"])
-def test_blocks_are_whole_lines_of_any_length(tmp_path, name):
-    """Blocks come from two alternating buffers, the next read in the background: whatever the
-    line lengths (some longer than a buffer) each block ends a line and together they are the
-    file, with a newline added to a last line that lacks one."""
-    import gzip
-
-    rng = np.random.default_rng(5)
-    text = b"\n".join(bytes(rng.integers(97, 123, int(length)).astype(np.uint8))
-                      for length in rng.choice([0, 3, 40, 255, 900, 2000], 400))
-    path = tmp_path / name
-    path.write_bytes(gzip.compress(text) if name.endswith(".gz") else text)
-    blocks = [bytes(block) for block in parse._iter_blocks(path, 256)]
-    assert len(blocks) > 50 and all(block.endswith(b"\n") for block in blocks)
-    assert b"".join(blocks) == text + b"\n"
