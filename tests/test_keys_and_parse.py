@@ -54,6 +54,28 @@ def parse_text(tmp_path, text: str, labelled=True, **options):
     return chunks, codes, report
 
 
+def test_eight_char_values_are_hex_codes_or_fallbacks_at_every_alignment(tmp_path):
+    """8-char values are decoded eight bytes at a time: only lowercase hex gives a hex code;
+    characters next to the hex ranges, uppercase and non-ASCII take the fallback code."""
+    rng = np.random.default_rng(11)
+    alphabet = list("0123456789abcdef") + list("/:`gAF\xe9 ")
+    rows = []
+    for row in range(400):  # varying integer widths shift the categorical columns' alignment
+        values = ["".join(rng.choice(alphabet, 8, p=None if rng.random() < 0.3 else
+                                     [1 / 16] * 16 + [0] * 8)) for _ in range(26)]
+        rows.append((values, [int(v) for v in rng.integers(0, 10 ** int(rng.integers(1, 6)), 13)]))
+    text = "".join(raw_line(row % 2, ints, values) for row, (values, ints) in enumerate(rows))
+    chunks, codes, _ = parse_text(tmp_path, text, block_bytes=4096)
+    texts = {code: value for chunk in chunks for code, value in chunk.fallback_text.items()}
+    for row, (values, _) in enumerate(rows):
+        for field, value in enumerate(values):
+            code = int(codes[row, 13 + field])
+            if all(char in "0123456789abcdef" for char in value):
+                assert code == int(value, 16)
+            else:
+                assert code & parse.FALLBACK_BIT and texts[code] == value
+
+
 def test_parser_codes_match_the_key_rules(tmp_path):
     chunks, codes, _ = parse_text(tmp_path, raw_line(1, INTS, CATS))
     assert [keys.key(field, codes[0, field]) for field in range(3)] == ["I1-SP1", "I2-SP-1", "I3-1"]
