@@ -20,6 +20,7 @@ before counting.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +68,9 @@ def build_vocabularies(tag: str, hash_config) -> tuple[FieldTables, list[dict]]:
 
 
 class SplitWriter:
-    """The .npy files of one split, appended to chunk by chunk (preprocessing/npy.py)."""
+    """The .npy files of one split, appended to chunk by chunk (preprocessing/npy.py) by a
+    background thread, so that the next chunk is parsed and looked up while this one is written
+    (writing took 2.4 s of stage 03 at 10M rows with the other core idle)."""
 
     def __init__(self, out: Path, split: str, labelled: bool):
         paths = field_spec.split_paths(out, split)
@@ -76,14 +79,29 @@ class SplitWriter:
                       "ints": NpyWriter(paths["ints"], np.float32, (schema.NUM_INT_FIELDS,))}
         if labelled:
             self.files["labels"] = NpyWriter(paths["labels"], np.uint8)
+        self.writer, self.pending = ThreadPoolExecutor(1), None
 
     def write(self, fields, ids, ints, labels) -> None:
-        arrays = {"fields": fields, "ids": ids, "ints": ints, "labels": labels}
+        """Queues the rows (copies of `ints` and `labels`: the parser reuses their memory) after
+        waiting for the previous chunk, so at most one chunk is in flight."""
+        arrays = {"fields": fields, "ids": ids, "ints": np.array(ints),
+                  "labels": None if labels is None else np.array(labels)}
+        self._wait()
+        self.pending = self.writer.submit(self._append, arrays)
+
+    def _append(self, arrays: dict) -> None:
         for name, writer in self.files.items():
             writer.append(arrays[name])
 
+    def _wait(self) -> None:
+        if self.pending is not None:
+            self.pending.result()  # raises what the write raised
+            self.pending = None
+
     def close(self) -> int:
         """Closes the files; returns the number of rows."""
+        self._wait()
+        self.writer.shutdown()
         rows = [writer.close() for writer in self.files.values()]
         return rows[0]
 
