@@ -59,6 +59,14 @@ def _insert(keys, values, new_keys, new_values):
         values[slot] = new_values[index]
 
 
+@numba.njit(cache=True, nogil=True)
+def _values_of(keys, values, wanted, out):
+    """out[i] = the value of key wanted[i] (every one in the table)."""
+    mask = len(keys) - 1
+    for index in range(len(wanted)):
+        out[index] = values[_probe(keys, 0, mask, wanted[index])]
+
+
 # Rows per batch of _lookup_rows, and the table size (slots of 16 bytes: 512 KB) from which probes
 # miss the caches: the first slots that a batch probes in large tables are loaded together first.
 _BATCH_ROWS = 128
@@ -128,10 +136,11 @@ class CodeTable:
 
     def items(self) -> tuple[np.ndarray, np.ndarray]:
         """(keys, values) sorted by key."""
-        used = self.keys != _EMPTY
-        keys, values = self.keys[used], self.values[used]
-        order = np.argsort(keys, kind="stable")
-        return keys[order], values[order]
+        # np.sort is SIMD and 10x faster than argsort; the values are then probed for.
+        keys = np.sort(self.keys[self.keys != _EMPTY])
+        values = np.empty(len(keys), dtype=np.int32)
+        _values_of(self.keys, self.values, keys, values)
+        return keys, values
 
     def _grow(self, entries: int) -> None:
         used = self.keys != _EMPTY
