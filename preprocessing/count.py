@@ -18,6 +18,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numba
 import numpy as np
 from tqdm import tqdm
 
@@ -33,6 +34,17 @@ CODE = ["preprocessing/count.py", "preprocessing/parse.py", "preprocessing/hasht
         "preprocessing/bins.py"]
 
 
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _transpose(codes, out):
+    """out[f, r] = codes[r, f], in tiles of 256 rows: the codes are read once, where 39 column
+    copies each read a cache line per row (10% of the counting time)."""
+    tiles = (codes.shape[0] + 255) // 256
+    for tile in numba.prange(tiles):
+        for field in range(codes.shape[1]):
+            for row in range(tile * 256, min(tile * 256 + 256, codes.shape[0])):
+                out[field, row] = codes[row, field]
+
+
 def count_values(raw_dir: Path, parts: list[Part], on_bad_row: str = "error", threads: int = 2,
                  max_bins: int | None = None):
     """Counts every field's value codes over `parts` (of files in `raw_dir`), in order;
@@ -45,6 +57,7 @@ def count_values(raw_dir: Path, parts: list[Part], on_bad_row: str = "error", th
     rows, positives, fallback_text = 0, 0, {}
     progress = tqdm(total=split_rows(parts), unit="row", unit_scale=True, desc="count",
                     mininterval=2, disable=None)
+    columns = np.empty((schema.NUM_FIELDS, 0), dtype=np.int64)
     with ThreadPoolExecutor(threads) as pool:
         for part in parts:
             for chunk in parse.iter_chunks(raw_dir / part.file, True, on_bad_row, report=report,
@@ -54,10 +67,13 @@ def count_values(raw_dir: Path, parts: list[Part], on_bad_row: str = "error", th
                     fallback_text.update(chunk.fallback_text)
                 else:
                     bins.bin_codes(chunk.codes, max_bins)
+                if columns.shape[1] < chunk.rows:
+                    columns = np.empty((schema.NUM_FIELDS, chunk.rows), dtype=np.int64)
+                _transpose(chunk.codes, columns)
                 # Largest tables first: the two threads then finish nearly together.
                 order = sorted(range(schema.NUM_FIELDS), key=lambda field: -tables[field].size)
-                list(pool.map(lambda field, codes=chunk.codes: tables[field].count(
-                    codes[:, field]), order))
+                list(pool.map(lambda field, block=columns[:, :chunk.rows]: tables[field].count(
+                    block[field]), order))
                 rows += chunk.rows
                 positives += int(chunk.labels.sum())
                 progress.update(chunk.rows)
