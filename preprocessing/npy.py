@@ -11,6 +11,7 @@ import os
 import struct
 import threading
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 
@@ -63,7 +64,7 @@ class NpyWriter:
         self.handle.close()
         return self.rows
 
-    def __enter__(self) -> NpyWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info) -> None:
