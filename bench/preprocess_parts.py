@@ -36,8 +36,9 @@ from preprocessing import count, hash_fields, parse, schema
 from preprocessing.hashtable import FieldTables
 from preprocessing.npy import NpyWriter
 from preprocessing.split import Part
+from stages import settings
 
-VALID_FRACTION = 1 / 7
+VALID_FRACTION = settings.SplitConfig().valid_fraction
 TEST_PER_TRAIN_ROW = schema.FULL_TEST_ROWS / schema.FULL_TRAIN_ROWS
 
 
@@ -69,16 +70,10 @@ def lookup_pass(path: Path, tables: FieldTables, offsets: np.ndarray, out: Path 
 
 def lookup_tables(code_tables, min_count: int) -> tuple[FieldTables, np.ndarray]:
     """Stage 03's tables (xxh64 keys) from the counts, and the field offsets."""
-    kept, rare = [], []
-    for field, table in enumerate(code_tables):
-        codes, counts = table.items()
-        vocabulary, rare_codes = hash_fields.field_vocabulary(field, codes, counts, min_count,
-                                                              "xxh64", 1_000_000, {})
-        kept.append(vocabulary)
-        rare.append(rare_codes)
-    sizes = [vocabulary["size"] for vocabulary in kept]
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-    return FieldTables([(v["codes"], v["ids"]) for v in kept], rare), offsets
+    hash_config = settings.HashConfig(min_count=min_count, mode="xxh64")
+    tables, vocabularies = hash_fields.vocabularies_of(
+        (table.items() for table in code_tables), hash_config, {})
+    return tables, hash_fields.field_offsets(vocabularies)
 
 
 def measure(path: Path, scratch: Path, min_count: int) -> tuple[list[dict], int]:
@@ -87,16 +82,15 @@ def measure(path: Path, scratch: Path, min_count: int) -> tuple[list[dict], int]
               ("parse", lambda: sum(c.rows for c in parse.iter_chunks(path, True,
                                                                        reuse_arrays=True))),
               ("count (stage 02)", lambda: count.count_values(path.parent, [Part(path.name)]))]
-    results, rows = [], None
+    results, outcome = [], {}
     for name, work in passes:
-        wall, cpu, result = timed(work)
+        wall, cpu, outcome[name] = timed(work)
         results.append({"pass": name, "wall_s": wall, "cpu_s": cpu})
-        rows = result if name == "parse" else rows
-    tables, offsets = lookup_tables(result[0], min_count)
+    tables, offsets = lookup_tables(outcome["count (stage 02)"][0], min_count)
     for name, out in (("lookup", None), ("write (stage 03)", scratch / "fields.npy")):
         wall, cpu, _ = timed(lambda out=out: lookup_pass(path, tables, offsets, out))
         results.append({"pass": name, "wall_s": wall, "cpu_s": cpu})
-    return results, rows
+    return results, outcome["parse"]
 
 
 # The pass each pass adds one part to.

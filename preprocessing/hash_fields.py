@@ -57,14 +57,25 @@ def field_vocabulary(field: int, codes, counts, min_count: int, mode: str, md5_b
 
 def build_vocabularies(tag: str, hash_config) -> tuple[FieldTables, list[dict]]:
     """The lookup tables over every training value of every field, and the kept values."""
-    texts = count.load_fallback_text(tag)
+    field_counts = ((codes, counts) for _, codes, counts in count.iter_counts(tag))
+    return vocabularies_of(field_counts, hash_config, count.load_fallback_text(tag))
+
+
+def vocabularies_of(field_counts, hash_config, texts: dict) -> tuple[FieldTables, list[dict]]:
+    """build_vocabularies from per-field (codes sorted, counts), in field order."""
     vocabularies, rare = [], []
-    for field, (_, codes, counts) in enumerate(count.iter_counts(tag)):
+    for field, (codes, counts) in enumerate(field_counts):
         kept, rare_codes = field_vocabulary(field, codes, counts, hash_config.min_count,
                                             hash_config.mode, hash_config.md5_bins, texts)
         vocabularies.append(kept)
         rare.append(rare_codes)
     return FieldTables([(kept["codes"], kept["ids"]) for kept in vocabularies], rare), vocabularies
+
+
+def field_offsets(vocabularies: list[dict]) -> np.ndarray:
+    """Each field's first global id: the sum of the vocabulary sizes of the fields before it."""
+    sizes = [vocabulary["size"] for vocabulary in vocabularies]
+    return np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
 
 
 class SplitWriter:
@@ -150,7 +161,7 @@ def hash_file(path: Path, splits: dict, writers: dict, tables, offsets, labelled
 def build(tag: str, config: settings.PipelineConfig, out: Path) -> field_spec.FieldSpec:
     tables, vocabularies = build_vocabularies(tag, config.hash)
     sizes = [vocabulary["size"] for vocabulary in vocabularies]
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    offsets = field_offsets(vocabularies)
     splits = load_split(tag)
     raw_dir = stage_dir(tag, "00_raw")
     writers = {split: SplitWriter(out, split, split != "test") for split in splits}

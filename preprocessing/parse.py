@@ -215,8 +215,6 @@ def _parse_block(data, line_ends, has_label, codes, ints, labels, status, column
             data, words, start, line_ends[line], has_label, codes, ints, labels, line, hex_table)
 
 
-
-
 @numba.njit(cache=True, nogil=True, inline="always")
 def _newline_bytes(word):
     """The high bit of each byte of `word` that is a newline (exact, no false positives)."""
