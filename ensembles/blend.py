@@ -35,7 +35,6 @@ from stages import settings
 from stages.manifest import Stage
 from stages.paths import stage_dir
 
-CODE = ["ensembles/__init__.py", "ensembles/blend.py", "ensembles/metrics.py"]
 
 
 def fit_weights(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, float]:
@@ -126,7 +125,7 @@ def make_stage(tag: str, config: settings.PipelineConfig, name: str) -> Stage:
                       "source": source, "seed": config.seed}
     return Stage(tag, "07_ensemble", stage_settings,
                  inputs=[stage_dir(tag, source, member) for member in members]
-                 + [stage_dir(tag, "03_hash")], code=CODE, unit=name)
+                 + [stage_dir(tag, "03_hash")], unit=name)
 
 
 def make_stages(tag: str, config: settings.PipelineConfig) -> list[Stage]:

@@ -39,7 +39,6 @@ from stages import settings
 from stages.manifest import Stage
 from stages.paths import stage_dir
 
-CODE = ["ensembles/__init__.py", "ensembles/calibrate.py", "ensembles/metrics.py"]
 WINNERS_THRESHOLD = 0.0035  # 3 Idiots, utils/calibrate.py
 WINNERS_SHIFT = 0.003
 
@@ -193,7 +192,7 @@ def stage_config(config: settings.PipelineConfig, model_id: str) -> dict:
 def make_stage(tag: str, config: settings.PipelineConfig, model_id: str) -> Stage:
     return Stage(tag, "06_calibrate", stage_config(config, model_id),
                  inputs=[stage_dir(tag, "05_train", model_id), stage_dir(tag, "03_hash")],
-                 code=CODE, unit=model_id)
+                 unit=model_id)
 
 
 def make_stages(tag: str, config: settings.PipelineConfig) -> list[Stage]:

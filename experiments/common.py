@@ -306,7 +306,7 @@ class Workspace:
     def runner_config(self, tag: str, model_id: str, overrides=(), preset: str = "auto"):
         """configs/models/<model_id>.yaml with the preset for the linked data and `overrides`."""
         from models.runner_config import config_path, load_runner_config
-        from models.stage import preset_for
+        from models.cli import preset_for
 
         return load_runner_config(config_path(model_id), preset_for(tag, preset), overrides)
 

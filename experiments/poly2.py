@@ -104,7 +104,7 @@ def build_data_stage(data: Poly2Data, feature_count: int, force: bool) -> tuple[
     """
     tag = f"poly2_N{feature_count}"
     config = {"data": config_lib.to_dict(data), "feature_count": feature_count}
-    stage = Stage(tag, "03_hash", config, inputs=[], code=["experiments/poly2.py"])
+    stage = Stage(tag, "03_hash", config, inputs=[], code=__spec__.name)
     if stage.should_run(force):
         sizes, splits = generate(data, feature_count)
         offsets = np.concatenate([[0], np.cumsum(sizes + 2)[:-1]])

@@ -14,10 +14,15 @@ MODEL_MODULES = ("afm", "ccpm", "deepfm", "ffm", "fm", "fnn", "ipnn", "kfm", "kp
                  "pin")
 
 
+def load(name: str) -> None:
+    """Imports model module `name` (one of MODEL_MODULES): it registers its classes."""
+    importlib.import_module(f"models.{name}")
+
+
 def load_all() -> None:
     """Imports every model module: each registers its classes (registry and Keras)."""
     for name in MODEL_MODULES:
-        importlib.import_module(f"models.{name}")
+        load(name)
 
 
 if "keras" in sys.modules:  # Keras is loaded anyway: make saved models loadable right away

@@ -31,7 +31,7 @@ import lightgbm as lgb
 import numpy as np
 import xgboost as xgb
 
-from models.stage import learner_main
+from models.cli import learner_main
 from models.train_report import (  # the runner's metrics
     constant_logloss,
     logloss_and_auc,
@@ -277,7 +277,7 @@ def stage_for(tag: str, model_id: str, config: GbdtConfig) -> Stage:
     if config.data.inputs == "winners":
         inputs.append(stage_dir(tag, "04_export"))
     return Stage(tag, "05_train", {"model_id": model_id, **config_lib.to_dict(config)}, inputs,
-                 code=["models/gbdt.py", "preprocessing/leaves.py"], unit=model_id)
+                 code=__spec__.name, unit=model_id)
 
 
 def train_model(tag: str, model_id: str, config: GbdtConfig, force: bool = False) -> dict | None:

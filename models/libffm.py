@@ -55,7 +55,7 @@ from numba import njit, prange
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from models.stage import learner_main
+from models.cli import learner_main
 from models.train_report import (  # the runner's metrics
     constant_logloss,
     logloss_and_auc,
@@ -828,7 +828,8 @@ def run_binary(tag: str, config: LibffmConfig, out: Path, cache: Path):
 
 def stage_for(tag: str, model_id: str, config: LibffmConfig) -> Stage:
     return Stage(tag, "05_train", {"model_id": model_id, **config_lib.to_dict(config)},
-                 inputs=[input_dir(tag, config)], code=["models/libffm.py"], unit=model_id)
+                 inputs=[input_dir(tag, config)], code=__spec__.name,
+                 unit=model_id)
 
 
 def train_model(tag: str, model_id: str, config: LibffmConfig, force: bool = False) -> dict | None:

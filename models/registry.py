@@ -17,7 +17,6 @@ all of them when first read, `model_class(name)` only `models.<name>`.
 from __future__ import annotations
 
 import collections.abc
-import importlib
 import inspect
 import numbers
 
@@ -64,7 +63,7 @@ def register(name: str):
 def model_class(name: str) -> type:
     """The class registered under `name`; ValueError listing the known keys otherwise."""
     if name not in _CLASSES and name in models.MODEL_MODULES:
-        importlib.import_module(f"models.{name}")
+        models.load(name)
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; registered: {', '.join(sorted(MODELS))}")
     return MODELS[name]

@@ -7,15 +7,12 @@ Keras models train with `models.train`, `libffm*` ids with `models.libffm` (the 
 
 from __future__ import annotations
 
-import argparse
 import importlib
-from pathlib import Path
 
+from models.cli import preset_for
 from models.runner_config import config_path, load_runner_config
-from preprocessing.field_spec import FieldSpec
 from stages import settings
 from stages.manifest import Stage
-from stages.paths import stage_dir
 
 
 def learner(model_id: str) -> str:
@@ -25,27 +22,6 @@ def learner(model_id: str) -> str:
     if model_id.startswith(("xgb", "lgbm")):
         return "models.gbdt"
     return "models.train"
-
-
-SMALL_TRAIN_ROWS = 1_000_000
-
-
-def preset_for(tag: str, preset: str = "auto") -> str:
-    """auto: demo on the synthetic dataset (or before stage 03 exists); on real data, small when
-    the training split has fewer than SMALL_TRAIN_ROWS rows (field_spec.json), paper otherwise.
-
-    The paper's settings (k = 20, 700 x 5 MLPs) are sized for 39M training rows; on a sample
-    they overfit within the first epoch, so `small` trades capacity for regularisation.
-    """
-    if preset != "auto":
-        return preset
-    try:
-        spec = FieldSpec.load(stage_dir(tag, "03_hash"))
-    except FileNotFoundError:
-        return "demo"
-    if spec.extra.get("source") in (None, "synthetic"):
-        return "demo"
-    return "small" if spec.rows["train"] < SMALL_TRAIN_ROWS else "paper"
 
 
 def _load(model_id: str, preset: str):
@@ -60,37 +36,8 @@ def make_stages(tag: str, config: settings.PipelineConfig) -> list[Stage]:
     stages = []
     for model_id in config.models:
         module, model_config = _load(model_id, preset_for(tag))
-        if module.__name__ == "models.train":
-            stages.append(Stage(tag, "05_train", module.stage_config(model_id, model_config),
-                                inputs=[stage_dir(tag, model_config.train.input_stage)],
-                                code=["models"],
-                                unit=model_id))
-        else:
-            stages.append(module.stage_for(tag, model_id, model_config))
+        stages.append(module.stage_for(tag, model_id, model_config))
     return stages
-
-
-def learner_parser(module_doc: str, preset_default: str = "paper", preset_choices=None,
-                   preset_help: str = "a `presets:` entry of the YAML") -> argparse.ArgumentParser:
-    """The command line every learner entry point shares: `--tag --model [--config] [--preset]
-    [--set ...] [--force]`."""
-    parser = argparse.ArgumentParser(description=module_doc.split("\n")[0])
-    parser.add_argument("--tag", default="demo", help="artifact tree: artifacts/<tag>/")
-    parser.add_argument("--model", required=True, help="model id: configs/models/ID.yaml")
-    parser.add_argument("--config", type=Path, help="model YAML (default configs/models/ID.yaml)")
-    parser.add_argument("--preset", default=preset_default, choices=preset_choices,
-                        help=preset_help)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one key, e.g. --set train.epochs=2")
-    parser.add_argument("--force", action="store_true", help="retrain even if up to date")
-    return parser
-
-
-def learner_main(module_doc: str, load_config, train_model, argv=None) -> None:
-    """The entry point of a learner that is not the Keras runner (models.gbdt, models.libffm)."""
-    args = learner_parser(module_doc).parse_args(argv)
-    path = args.config or config_path(args.model)
-    train_model(args.tag, args.model, load_config(path, args.preset, args.set), force=args.force)
 
 
 def main(argv=None) -> None:

@@ -32,7 +32,7 @@ from ensembles.calibrate import correct_negative_sampling
 from models import data, distribute, optimizers, precision
 from models import train_report as report
 from models.runner_config import PRESETS, RunnerConfig, config_path, load_runner_config
-from models.stage import learner_parser, preset_for
+from models.cli import learner_parser, preset_for
 from models.train_report import (  # also used by gbdt, libffm
     constant_logloss,
     logloss_and_auc,
@@ -68,6 +68,12 @@ def stage_config(model_id: str, config: RunnerConfig) -> dict:
             "train": config_lib.to_dict(config.train), "backend": keras.backend.backend()}
 
 
+def stage_for(tag: str, model_id: str, config: RunnerConfig) -> Stage:
+    return Stage(tag, "05_train", stage_config(model_id, config),
+                 inputs=[stage_dir(tag, config.train.input_stage)], code=__spec__.name,
+                 unit=model_id)
+
+
 def train_model(tag: str, model_id: str, config: RunnerConfig, *, force: bool = False,
                 resume: bool = False, build_model=None, interrupt_after_steps: int | None = None):
     """Trains and publishes one model; returns its metrics (None if skipped or interrupted).
@@ -78,9 +84,7 @@ def train_model(tag: str, model_id: str, config: RunnerConfig, *, force: bool = 
             would (tests of --resume).
     """
     started = time.time()
-    stage = Stage(tag, "05_train", stage_config(model_id, config),
-                  inputs=[stage_dir(tag, config.train.input_stage)], code=["models"],
-                  unit=model_id)
+    stage = stage_for(tag, model_id, config)
     if not stage.should_run(force):
         return None
     if build_model is None:
@@ -309,7 +313,7 @@ def main(argv=None) -> None:
     parser = learner_parser(
         __doc__, "auto", ("auto",) + PRESETS,
         "paper: the paper's Criteo settings; small: real samples under 1M training rows; demo: "
-        "~1 min per model on 2 CPU cores; auto (default): the choice of models.stage.preset_for")
+        "~1 min per model on 2 CPU cores; auto (default): the choice of models.cli.preset_for")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     args = parser.parse_args(argv)
     preset = preset_for(args.tag, args.preset)

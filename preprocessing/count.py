@@ -30,8 +30,6 @@ from stages import settings
 from stages.manifest import Stage
 from stages.paths import stage_dir
 
-CODE = ["preprocessing/count.py", "preprocessing/parse.py", "preprocessing/hashtable.py",
-        "preprocessing/bins.py"]
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
@@ -114,7 +112,7 @@ def load_fallback_text(tag: str) -> dict:
 def make_stage(tag: str, config: settings.PipelineConfig) -> Stage:
     inputs = [stage_dir(tag, "00_raw"), stage_dir(tag, "01_split")]
     return Stage(tag, "02_count", {"on_bad_row": config.raw.on_bad_row,
-                                   "count": config_lib.to_dict(config.count)}, inputs, CODE)
+                                   "count": config_lib.to_dict(config.count)}, inputs)
 
 
 def main(argv=None) -> None:

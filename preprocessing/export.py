@@ -26,8 +26,6 @@ from stages import settings
 from stages.manifest import Stage
 from stages.paths import stage_dir
 
-CODE = ["preprocessing/export.py", "preprocessing/field_spec.py", "preprocessing/keys.py",
-        "preprocessing/npy.py"]
 CHUNK_ROWS = 1 << 18
 GBDT_MISSING = -10.0
 
@@ -85,7 +83,7 @@ def write_gbdt(path: Path, split: field_spec.SplitArrays, indicators: list) -> N
 
 def make_stage(tag: str, config: settings.PipelineConfig) -> Stage:
     return Stage(tag, "04_export", config_lib.to_dict(config.export),
-                 [stage_dir(tag, "03_hash")], CODE)
+                 [stage_dir(tag, "03_hash")])
 
 
 def main(argv=None) -> None:

@@ -35,9 +35,6 @@ from stages import settings
 from stages.manifest import Stage
 from stages.paths import stage_dir
 
-CODE = ["preprocessing/hash_fields.py", "preprocessing/keys.py", "preprocessing/parse.py",
-        "preprocessing/hashtable.py", "preprocessing/field_spec.py", "preprocessing/npy.py",
-        "preprocessing/bins.py"]
 
 
 def field_vocabulary(field: int, codes, counts, min_count: int, mode: str, md5_bins: int,
@@ -216,7 +213,7 @@ def write_vocabulary(out: Path, vocabularies: list[dict]) -> None:
 def make_stage(tag: str, config: settings.PipelineConfig) -> Stage:
     inputs = [stage_dir(tag, name) for name in ("00_raw", "01_split", "02_count")]
     stage_config = {"hash": config_lib.to_dict(config.hash), "on_bad_row": config.raw.on_bad_row}
-    return Stage(tag, "03_hash", stage_config, inputs, CODE)
+    return Stage(tag, "03_hash", stage_config, inputs)
 
 
 def main(argv=None) -> None:

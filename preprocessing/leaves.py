@@ -53,8 +53,6 @@ from stages import settings
 from stages.manifest import Stage
 from stages.paths import stage_dir
 
-CODE = ["preprocessing/leaves.py", "preprocessing/field_spec.py", "preprocessing/keys.py",
-        "preprocessing/export.py", "preprocessing/npy.py"]
 CHUNK_ROWS = 1 << 18
 
 
@@ -320,7 +318,7 @@ def make_stage(tag: str, config: settings.PipelineConfig,
     """The 04_leaves stage; `leaves` defaults to the pipeline config's section."""
     leaves = leaves or config.leaves
     return Stage(tag, "04_leaves", {**config_lib.to_dict(leaves), "seed": config.seed},
-                 [stage_dir(tag, "03_hash"), stage_dir(tag, "04_export")], CODE)
+                 [stage_dir(tag, "03_hash"), stage_dir(tag, "04_export")])
 
 
 def main(argv=None) -> None:

@@ -38,8 +38,6 @@ NAMES = {"train": ("train.txt", "train.txt.gz", "train.csv", "train.csv.gz"),
 ARCHIVE = "dac.tar.gz"
 DAY_FILE = re.compile(r"day_(0|[1-9][0-9]*)(\.txt)?(\.gz)?")
 CRITEO_1TB = schema.CRITEO_1TB
-CODE = ["preprocessing/raw.py", "preprocessing/parse.py", "preprocessing/synthetic.py",
-        "preprocessing/schema.py"]
 
 
 def find_inputs(directory: Path) -> dict[str, Path] | None:
@@ -268,7 +266,7 @@ def make_stage(tag: str, config: settings.PipelineConfig) -> Stage:
         stage_config["synthetic"] = config_lib.to_dict(config.synthetic)
     else:
         stage_config["source"] = source_identity(inputs.files)
-    return Stage(tag, "00_raw", stage_config, inputs=[], code=CODE)
+    return Stage(tag, "00_raw", stage_config, inputs=[])
 
 
 def main(argv=None) -> None:

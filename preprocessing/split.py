@@ -20,7 +20,6 @@ from stages import settings
 from stages.manifest import Stage
 from stages.paths import stage_dir
 
-CODE = ["preprocessing/split.py"]
 SPLITS = ("train", "valid", "test")
 
 
@@ -113,7 +112,7 @@ def file_plan(splits: dict[str, list[Part]]) -> list[tuple[str, dict[str, Part]]
 
 def make_stage(tag: str, config: settings.PipelineConfig) -> Stage:
     return Stage(tag, "01_split", config_lib.to_dict(config.split),
-                 inputs=[stage_dir(tag, "00_raw")], code=CODE)
+                 inputs=[stage_dir(tag, "00_raw")])
 
 
 def main(argv=None) -> None:

@@ -18,7 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-from stages.paths import REPO_ROOT, stage_dir
+from stages import registry
+from stages.code import code_digests
+from stages.paths import stage_dir
 
 MANIFEST = "manifest.json"
 RESOLVED_CONFIG = "config.resolved.json"
@@ -34,17 +36,6 @@ def file_md5(path: Path, block: int = 1 << 22) -> str:
         while chunk := handle.read(block):
             md5.update(chunk)
     return md5.hexdigest()
-
-
-def code_digests(code: list[str]) -> dict[str, str]:
-    """sha256 (first 16 hex) of each source file, given as repo-relative files or folders."""
-    files = []
-    for item in code:
-        path = REPO_ROOT / item
-        files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
-    return {str(path.relative_to(REPO_ROOT)):
-            hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.exists() else "missing"
-            for path in files}
 
 
 def read_manifest(directory: Path) -> dict | None:
@@ -69,17 +60,24 @@ class Stage:
         name: stage folder name, e.g. "03_hash".
         config: the resolved config this stage depends on (JSON-able).
         inputs: folders of upstream stages whose manifests this stage reads.
-        code: repo-relative source files or folders whose change makes the stage stale.
+        code: the modules whose import closure is the stage's code (a change to any file in it
+            makes the stage stale); default: the stage's entry module in `stages.registry`.
         unit: optional sub-unit (a model id for stage 05).
     """
 
-    def __init__(self, tag: str, name: str, config: dict, inputs: list[Path], code: list[str],
-                 unit: str | None = None):
+    def __init__(self, tag: str, name: str, config: dict, inputs: list[Path],
+                 code: tuple[str, ...] | str = (), unit: str | None = None):
         self.tag, self.name, self.unit = tag, name, unit
         self.directory = stage_dir(tag, name, unit)
         self.config = config
         self.inputs = [Path(path) for path in inputs]
-        self.code = code_digests(code)
+        modules = (code,) if isinstance(code, str) else tuple(code)
+        if not modules:
+            entry = registry.entry_module(name)
+            if entry is None:
+                raise ValueError(f"stage {name}: not in stages.registry; name its code modules")
+            modules = (entry,)
+        self.code = code_digests(*modules)
         self.records: dict = {}
         self.started = time.time()
 

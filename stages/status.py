@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import importlib
 
-from stages import settings
-
-# In run order. A module offers make_stage(tag, config) for one folder, or make_stages(tag,
-# config) for stages with one unit per model / blend.
-STAGE_MODULES = ("preprocessing.raw", "preprocessing.split", "preprocessing.count",
-                 "preprocessing.hash_fields", "preprocessing.export", "preprocessing.leaves",
-                 "models.stage", "ensembles.calibrate", "ensembles.blend", "submissions.write",
-                 "submissions.upload")
+from stages import registry, settings
 
 
-def stages_of(module_name: str, tag: str, config: settings.PipelineConfig) -> list:
-    module = importlib.import_module(module_name)
+def stages_of(entry: registry.StageEntry, tag: str, config: settings.PipelineConfig) -> list:
+    """The Stage objects of one registry entry: its module's make_stage(tag, config) for one
+    folder, or make_stages(tag, config) for one unit per model / blend."""
+    module = importlib.import_module(entry.module)
     if hasattr(module, "make_stages"):
         return module.make_stages(tag, config)
     return [module.make_stage(tag, config)]
@@ -23,8 +18,8 @@ def stages_of(module_name: str, tag: str, config: settings.PipelineConfig) -> li
 
 def rows(tag: str, config: settings.PipelineConfig) -> list[tuple[str, str, str]]:
     table, states = [], {}
-    for module_name in STAGE_MODULES:
-        for stage in stages_of(module_name, tag, config):
+    for entry in registry.STAGES:
+        for stage in stages_of(entry, tag, config):
             state, why = stage.status()
             upstream = [_name(path, tag) for path in stage.inputs
                         if states.get(_name(path, tag), "done") != "done"]

@@ -32,7 +32,6 @@ from submissions.write import no_test_set
 
 COMPETITION = "criteo-display-ad-challenge"
 RULES_URL = f"https://www.kaggle.com/c/{COMPETITION}/rules"
-CODE = ["submissions/upload.py"]
 
 
 class KaggleError(RuntimeError):
@@ -102,7 +101,7 @@ def download(destination: Path) -> list[Path]:
 
 def make_stage(tag: str, config: settings.PipelineConfig) -> Stage:
     return Stage(tag, "09_upload", {"message": config.submit.message},
-                 inputs=[stage_dir(tag, "08_submit")], code=CODE)
+                 inputs=[stage_dir(tag, "08_submit")])
 
 
 def make_stages(tag: str, config: settings.PipelineConfig) -> list[Stage]:

@@ -32,7 +32,7 @@ def fake_hash_stage(tag: str, valid_labels: np.ndarray, test_rows: int, train_ra
                      hashing={"mode": "xxh64"}, min_count={"cat": 10},
                      label_rate={"train": train_rate, "valid": float(np.mean(valid_labels))},
                      test_id_start=TEST_ID_START)
-    with Stage(tag, "03_hash", {"fake": True}, inputs=[], code=[]).build() as out:
+    with Stage(tag, "03_hash", {"fake": True}, inputs=[]).build() as out:
         spec.write(out)
         for split, rows in (("valid", valid_rows), ("test", test_rows)):
             np.save(out / f"{split}.fields.npy", np.full((rows, 1), 2, np.int32))
@@ -43,7 +43,7 @@ def fake_hash_stage(tag: str, valid_labels: np.ndarray, test_rows: int, train_ra
 def fake_model(tag: str, model_id: str, valid: np.ndarray, test: np.ndarray, **extra_metrics):
     """A published 05_train/<model_id>/ holding the given probabilities."""
     stage = Stage(tag, "05_train", {"model_id": model_id}, inputs=[stage_dir(tag, "03_hash")],
-                  code=[], unit=model_id)
+                  unit=model_id)
     with stage.build() as out:
         np.save(out / "valid.pred.npy", np.asarray(valid, np.float32))
         np.save(out / "test.pred.npy", np.asarray(test, np.float32))
