@@ -16,7 +16,9 @@ Options:
                   the Criteo 1TB logs day_0 .. day_23, with --config configs/criteo1tb.yaml);
                   default data/raw/ if it holds them, else the synthetic demo data
   --tag NAME      artifact tree artifacts/NAME/ (default: demo for synthetic data, criteo1tb
-                  for day files, else kaggle)
+                  for day files, else kaggle). A tag remembers the --data, --config and --set
+                  it was run with (artifacts/NAME/tag.json): later commands on it need none of
+                  them again; a different --data on it is refused unless --force
   --only NN[,NN]  run only these stages (e.g. --only 03 or --only 02,03)
   --from NN       run stage NN and every later one
   --force         rebuild the selected stages even if up to date
@@ -25,6 +27,7 @@ Options:
   --rows N        synthetic data: N train rows (test rows in the Kaggle proportion)
   --config FILE   YAML overlay on configs/pipeline.yaml (repeatable)
   --set KEY=VAL   override one config key, e.g. --set hash.mode=md5 (repeatable)
+  --verbose       keep TensorFlow's start-up log lines (dropped by default)
   -h, --help      this help
 EOF
 }
@@ -46,62 +49,8 @@ if [[ "${1:-}" == "test" ]]; then
   exec "$PYTHON" -m pytest "$@"
 fi
 
-TAG="" ONLY="" FROM="" FORCE=() LIST=0 MODEL="" DATA="" COMMON=()
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --data) DATA="$2"; shift 2 ;;
-    --tag) TAG="$2"; shift 2 ;;
-    --only) ONLY="$2"; shift 2 ;;
-    --from) FROM="$2"; shift 2 ;;
-    --force) FORCE=(--force); shift ;;
-    --list) LIST=1; shift ;;
-    --model) MODEL="$2"; shift 2 ;;
-    --rows) COMMON+=(--set "synthetic.train_rows=$2"
-                     --set "synthetic.test_rows=$(( $2 * 6042135 / 45840617 + 1 ))"); shift 2 ;;
-    --config) COMMON+=(--config "$2"); shift 2 ;;
-    --set) COMMON+=(--set "$2"); shift 2 ;;
-    -h|--help) show_help; exit 0 ;;
-    *) echo "unknown option: $1" >&2; show_help >&2; exit 1 ;;
-  esac
+for arg in "$@"; do
+  [[ "$arg" == "-h" || "$arg" == "--help" ]] && { show_help; exit 0; }
 done
-
-has_raw_data() {
-  local dir="${DATA:-data/raw}"
-  compgen -G "$dir/train.*" >/dev/null || [[ -f "$dir/dac.tar.gz" ]] || has_day_files
-}
-
-has_day_files() {  # the Criteo 1TB logs: day_0, day_1, ... (plain, .gz, .txt or .txt.gz)
-  compgen -G "${DATA:-data/raw}/day_[0-9]*" >/dev/null
-}
-
-if [[ -n "$DATA" ]]; then
-  [[ -d "$DATA" ]] || { echo "--data $DATA: no such folder" >&2; exit 1; }
-  COMMON+=(--set "raw.data_dir=$(cd "$DATA" && pwd)")
-fi
-if [[ -z "$TAG" ]]; then
-  if has_day_files; then TAG=criteo1tb; elif has_raw_data; then TAG=kaggle; else TAG=demo; fi
-fi
-COMMON=(--tag "$TAG" "${COMMON[@]}")
-
 ensure_venv
-if [[ $LIST == 1 ]]; then
-  exec "$PYTHON" -m stages.status "${COMMON[@]}"
-fi
-
-selected() {  # is stage number $1 selected by --only / --from?
-  local number="$1"
-  if [[ -n "$ONLY" ]]; then [[ ",$ONLY," == *",$number,"* ]]; return; fi
-  if [[ -n "$FROM" ]]; then (( 10#$number >= 10#$FROM )); return; fi
-  return 0
-}
-
-for script in stages/[0-9][0-9]_*.sh; do
-  name="$(basename "$script" .sh)"
-  number="${name%%_*}"
-  selected "$number" || continue
-  extra=()
-  [[ -n "$MODEL" && "$number" == "05" ]] && extra=(--model "$MODEL")
-  echo "== stage $name" >&2
-  bash "$script" "${COMMON[@]}" "${FORCE[@]}" "${extra[@]}"
-done
-echo "outputs: ${CRITEO_PNN_ARTIFACTS:-artifacts}/$TAG/ (./run.sh --tag $TAG --list for the status of every stage)" >&2
+exec "$PYTHON" -m stages.run "$@"

@@ -96,5 +96,8 @@ def import_closure(*names: str) -> tuple[str, ...]:
 def code_digests(*modules: str) -> dict[str, str]:
     """Repo-relative file -> sha256 (first 16 hex) of every file in the modules' import closure."""
     files = sorted({module_file(name) for name in import_closure(*modules)})
-    return {str(path.relative_to(REPO_ROOT)): hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-            for path in files}
+    return {str(path.relative_to(REPO_ROOT)): file_digest(path) for path in files}
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]

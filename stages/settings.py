@@ -7,6 +7,7 @@ import dataclasses
 import typing
 
 from stages import config as config_lib
+from stages import tags
 from stages.paths import REPO_ROOT
 
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "pipeline.yaml"
@@ -160,7 +161,9 @@ def load_pipeline_config(config_files=(), overrides=()) -> PipelineConfig:
 
 
 def from_args(args: argparse.Namespace) -> PipelineConfig:
-    return load_pipeline_config(args.config, args.set)
+    """The config of a command on `args.tag`: the tag's remembered overlays (stages.tags), then
+    the command's own --config files and --set overrides."""
+    return load_pipeline_config(*tags.resolve(args.tag, args.config, args.set))
 
 
 def start_stage(module_doc: str, make_stage, argv=None):

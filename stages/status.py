@@ -1,4 +1,5 @@
-"""`./run.sh --list`: every stage's status (done / stale / missing) and why."""
+"""Every stage's status (done / stale / missing) and why: `./run.sh --list` prints it, and
+`./run.sh` checks it before each stage (stages.run)."""
 
 from __future__ import annotations
 
@@ -16,13 +17,18 @@ def stages_of(entry: registry.StageEntry, tag: str, config: settings.PipelineCon
     return [module.make_stage(tag, config)]
 
 
-def rows(tag: str, config: settings.PipelineConfig) -> list[tuple[str, str, str]]:
+def rows(tag: str, config: settings.PipelineConfig,
+         upto: registry.StageEntry | None = None) -> list[tuple[str, str, str]]:
+    """(label, state, why) of every stage in run order (up to entry `upto`, included). A stage
+    whose input is not done is stale even if its own fingerprint matches: the input will be
+    rebuilt, and with it this stage."""
     table, states = [], {}
-    for entry in registry.STAGES:
+    entries = registry.STAGES[:registry.STAGES.index(upto) + 1] if upto else registry.STAGES
+    for entry in entries:
         for stage in stages_of(entry, tag, config):
             state, why = stage.status()
-            upstream = [_name(path, tag) for path in stage.inputs
-                        if states.get(_name(path, tag), "done") != "done"]
+            upstream = [label_of(path, tag) for path in stage.inputs
+                        if states.get(label_of(path, tag), "done") != "done"]
             if upstream and state == "done":
                 state, why = "stale", f"upstream {', '.join(upstream)} will be rebuilt"
             states[stage.label] = state
@@ -30,7 +36,13 @@ def rows(tag: str, config: settings.PipelineConfig) -> list[tuple[str, str, str]
     return table
 
 
-def _name(path, tag: str) -> str:
+def states(tag: str, config: settings.PipelineConfig,
+           upto: registry.StageEntry | None = None) -> dict[str, tuple[str, str]]:
+    """label -> (state, why), as `rows`."""
+    return {label: (state, why) for label, state, why in rows(tag, config, upto)}
+
+
+def label_of(path, tag: str) -> str:
     """Stage label of an input folder: 03_hash, or 05_train/ipnn for a unit."""
     return path.name if path.parent.name == tag else f"{path.parent.name}/{path.name}"
 
@@ -38,9 +50,12 @@ def _name(path, tag: str) -> str:
 def main(argv=None) -> None:
     parser = settings.stage_parser(__doc__.splitlines()[0])
     args = parser.parse_args(argv)
-    config = settings.from_args(args)
-    print(f"artifact tree: {args.tag}")
-    for label, state, why in rows(args.tag, config):
+    print_rows(args.tag, rows(args.tag, settings.from_args(args)))
+
+
+def print_rows(tag: str, table) -> None:
+    print(f"artifact tree: {tag}")
+    for label, state, why in table:
         print(f"  {label:<26} {state:<8} {why}")
 
 
