@@ -9,7 +9,10 @@ VENV="$REPO/.venv"
 show_help() {
   cat <<'EOF'
 Usage: ./run.sh [options]          run the stages, skipping those already done
-       ./run.sh test [pytest args] run the test suite (creates .venv from requirements.txt)
+       ./run.sh test [pytest args] run the test suite (creates .venv if missing)
+       ./run.sh requirements       which requirements file a new .venv would be built from:
+                                   requirements-gpu.txt when nvidia-smi sees an NVIDIA GPU
+                                   (override: CRITEO_PNN_GPU=1 or 0), else requirements.txt
 
 Options:
   --data DIR      raw input folder (train.txt + test.txt, .gz, dac.tar.gz or Kaggle CSVs, or
@@ -32,16 +35,52 @@ Options:
 EOF
 }
 
+# Which requirements file builds .venv: requirements-gpu.txt (tensorflow[and-cuda]) when an
+# NVIDIA GPU answers nvidia-smi, else requirements.txt (tensorflow-cpu). CRITEO_PNN_GPU=1 or 0
+# overrides the detection. Prints "FILE: reason".
+choose_requirements() {
+  case "${CRITEO_PNN_GPU:-auto}" in
+    1|yes|true) echo "requirements-gpu.txt: CRITEO_PNN_GPU=${CRITEO_PNN_GPU}"; return ;;
+    0|no|false) echo "requirements.txt: CRITEO_PNN_GPU=${CRITEO_PNN_GPU}"; return ;;
+  esac
+  local gpus
+  if command -v nvidia-smi >/dev/null 2>&1 \
+      && gpus="$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null)" \
+      && [[ -n "$gpus" ]]; then
+    echo "requirements-gpu.txt: nvidia-smi sees $(echo "$gpus" | head -1)$( (( $(echo "$gpus" | wc -l) > 1 )) && echo " and $(( $(echo "$gpus" | wc -l) - 1 )) more")"
+  else
+    echo "requirements.txt: no NVIDIA GPU answered nvidia-smi (CRITEO_PNN_GPU=1 forces the GPU build)"
+  fi
+}
+
 ensure_venv() {
   if [[ ! -x "$VENV/bin/python" ]]; then
-    echo "creating $VENV from requirements.txt" >&2
+    local choice requirements
+    choice="$(choose_requirements)"
+    requirements="${choice%%:*}"
+    echo "creating $VENV from $choice" >&2
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install --quiet --upgrade pip
-    "$VENV/bin/pip" install --quiet -r requirements.txt
+    "$VENV/bin/pip" install --quiet -r "$requirements"
+    echo "$requirements" > "$VENV/criteo-pnn-requirements"
+    "$VENV/bin/python" -c 'import os; os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+import tensorflow as tf
+print("TensorFlow", tf.__version__, "sees:", ", ".join(d.device_type + ":" + d.name.split(":")[-1] for d in tf.config.list_physical_devices()))' 2>/dev/null >&2 || true
+  elif [[ -f "$VENV/criteo-pnn-requirements" ]]; then
+    local built wanted
+    built="$(cat "$VENV/criteo-pnn-requirements")"
+    wanted="$(choose_requirements)"
+    [[ "$built" == "${wanted%%:*}" ]] || echo "note: $VENV was built from $built; now" \
+      "${wanted%%:*} would be chosen (${wanted#*: }): remove $VENV to rebuild it" >&2
   fi
   export PYTHON="$VENV/bin/python"
   export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 }
+
+if [[ "${1:-}" == "requirements" ]]; then  # which requirements file a new .venv would use
+  choose_requirements
+  exit 0
+fi
 
 if [[ "${1:-}" == "test" ]]; then
   shift
