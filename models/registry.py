@@ -88,6 +88,21 @@ def hyperparameters(name: str) -> dict:
     return {key: _plain(p.default) for key, p in _keyword_parameters(model_class(name)).items()}
 
 
+def defaults_text(name: str) -> str:
+    """The defaults of model `name` as models/README.md's model table shows them (every
+    constructor keyword but `sparse_l2`, which every model takes), e.g. "`embedding_dim` 20"."""
+    def shown(value) -> str:
+        if isinstance(value, list) and len(value) > 1 and len(set(map(repr, value))) == 1:
+            return f"{shown(value[0])}×{len(value)}"
+        if isinstance(value, list):
+            return "[" + ", ".join(map(shown, value)) + "]"
+        return {True: "true", False: "false", None: "null"}.get(value, str(value)) \
+            if isinstance(value, (bool, type(None))) else str(value)
+    items = [f"`{key}` {shown(value)}" for key, value in hyperparameters(name).items()
+             if key != "sparse_l2"]
+    return ", ".join(items) or "—"
+
+
 def build(name: str, field_spec, **hparams) -> keras.Model:
     """Constructs model `name` for `field_spec` (anything with `vocabulary_sizes`).
 
