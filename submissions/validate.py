@@ -1,11 +1,13 @@
-"""Checks a Kaggle submission file: `python -m submissions.validate FILE [--rows N]`.
+"""Checks a Kaggle submission file: `python -m submissions.validate FILE [--rows N | --tag T]`.
 
 A valid file (plain or gzip, detected from its first bytes) has the header `Id,Predicted`, then
 exactly N rows `Id,probability` with Ids N consecutive integers from 60000000 (the test rows in
 order, so no Id is missing or repeated) and finite probabilities strictly between 0 and 1. N is
-6,042,135 for the Kaggle test set. The file is streamed in blocks of lines (bounded memory), each
-checked with numpy and, if that finds anything unusual, line by line, so the first problem stops
-the check with its line number. Exit status 0 when valid, 1 otherwise.
+6,042,135 for the Kaggle test set; with `--tag T`, the test rows stage 00 counted in T's
+test.txt (`artifacts/T/00_raw/raw.json`), never what a later stage kept. The file is streamed in
+blocks of lines (bounded memory), each checked with numpy and, if that finds anything unusual,
+line by line, so the first problem stops the check with its line number. Exit status 0 when
+valid, 1 otherwise (2 when `--tag` has no stage 00 count).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gzip
+import json
 import math
 import sys
 import zlib
@@ -21,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from preprocessing.schema import FULL_TEST_ROWS, TEST_ID_START
+from stages.paths import stage_dir
 
 HEADER = b"Id,Predicted"
 GZIP_MAGIC = b"\x1f\x8b"
@@ -41,6 +45,25 @@ class SubmissionSummary:
     min_prediction: float
     max_prediction: float
     mean_prediction: float
+
+
+def stage_00_test_rows(tag: str) -> int:
+    """The rows stage 00 counted in the tag's test.txt (`00_raw/raw.json`): a submission has
+    exactly one row per test line. FileNotFoundError / ValueError when there is no such count."""
+    path = stage_dir(tag, "00_raw") / "raw.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not found; a submission is checked against stage 00's "
+                                f"count of test.txt rows: build stage 00 (./run.sh --only 00)")
+    rows = json.loads(path.read_text()).get("rows")
+    if not isinstance(rows, dict) or not isinstance(rows.get("test"), int):
+        raise ValueError(f"{path}: no test row count (rows: {rows!r}); the input has no "
+                         f"Kaggle test set to submit")
+    return rows["test"]
+
+
+def validate_for_tag(path: Path, tag: str) -> SubmissionSummary:
+    """validate(path) against the test rows stage 00 counted for `tag`."""
+    return validate(path, rows=stage_00_test_rows(tag))
 
 
 def open_lines(path: Path):
@@ -167,14 +190,22 @@ def _show(text: bytes, limit: int = 40) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("file", type=Path, help="submission CSV, plain or .gz")
-    parser.add_argument("--rows", type=int, default=FULL_TEST_ROWS,
-                        help=f"expected number of rows (default: the Kaggle test set, "
-                             f"{FULL_TEST_ROWS:,})")
+    rows = parser.add_mutually_exclusive_group()
+    rows.add_argument("--rows", type=int, default=FULL_TEST_ROWS,
+                      help=f"expected number of rows (default: the Kaggle test set, "
+                           f"{FULL_TEST_ROWS:,})")
+    rows.add_argument("--tag", help="expect the test rows stage 00 counted for this artifact "
+                                    "tree (artifacts/TAG/00_raw/raw.json)")
     parser.add_argument("--first-id", type=int, default=TEST_ID_START,
                         help=f"Id of the first row (default {TEST_ID_START})")
     args = parser.parse_args(argv)
     try:
-        summary = validate(args.file, args.rows, args.first_id)
+        expected = args.rows if args.tag is None else stage_00_test_rows(args.tag)
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        summary = validate(args.file, expected, args.first_id)
     except SubmissionError as error:
         print(f"INVALID {error}", file=sys.stderr)
         return 1

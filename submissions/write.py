@@ -11,9 +11,12 @@ LOG.md is the history of what could be uploaded: the demo, tests and sample runs
 their tag) write files Kaggle would reject, so they stay in their tag's git-ignored log.
 
 The file is `Id,Predicted`, one row per test row in order, Ids 60000000 + row, probabilities
-clipped to [1e-6, 1 - 1e-6] with 6 significant digits (as the winners' libffm output). It is
-written under a temporary name, checked by `submissions.validate`, and only then renamed, so an
-invalid or half-written file never carries a submission name. When $CRITEO_PNN_ARTIFACTS is set
+clipped to [1e-6, 1 - 1e-6] with 6 significant digits (as the winners' libffm output). Its row
+count and Ids are checked against the test rows stage 00 counted in test.txt
+(`00_raw/raw.json`), never against what a later stage kept: 03_hash holding another number of
+test rows is an error, and so is a file that does not have exactly those rows. It is written
+under a temporary name, checked by `submissions.validate`, and only then renamed, so an invalid
+or half-written file never carries a submission name. When $CRITEO_PNN_ARTIFACTS is set
 (tests, scratch runs) csv/ and LOG.md live under $CRITEO_PNN_ARTIFACTS/submissions/ instead of
 the repository's submissions/.
 
@@ -38,7 +41,8 @@ from preprocessing.schema import CRITEO_1TB, FULL_TEST_ROWS, TEST_ID_START
 from stages import settings
 from stages.manifest import Stage, file_md5
 from stages.paths import REPO_ROOT, artifacts_root, stage_dir
-from submissions.validate import HEADER, SubmissionSummary, validate
+from submissions.validate import HEADER, SubmissionError, SubmissionSummary, \
+    stage_00_test_rows, validate
 
 CLIP = 1e-6  # the clip of the authors' KFM writer: Kaggle's logloss punishes 0 and 1 without bound
 CHUNK_ROWS = 1 << 20
@@ -82,18 +86,24 @@ def format_rows(ids: np.ndarray, probabilities: np.ndarray) -> bytes:
                     in zip(ids.tolist(), probabilities.tolist())]).encode()
 
 
-def write_submission(path: Path, ids: np.ndarray, probabilities: np.ndarray) -> SubmissionSummary:
+def write_submission(path: Path, ids: np.ndarray, probabilities: np.ndarray, *,
+                     rows: int) -> SubmissionSummary:
     """Writes and validates `path` (gzip when it ends in .gz); returns the validator's summary.
 
     Args:
         ids: int64 [N], the test Ids, which must be 60000000 + row.
         probabilities: [N] finite click probabilities, clipped here to [1e-6, 1 - 1e-6].
+        rows: the test rows stage 00 counted (`validate.stage_00_test_rows`): N must equal it,
+            and the file is validated against it.
     """
     path = Path(path)
     ids = np.asarray(ids, np.int64)
     probabilities = np.asarray(probabilities, np.float64)
     if probabilities.shape != ids.shape or ids.ndim != 1 or len(ids) == 0:
         raise ValueError(f"{path.name}: {probabilities.shape} predictions for {ids.shape} test Ids")
+    if len(ids) != rows:
+        raise SubmissionError(f"{path.name}: {len(ids):,} test Ids, but stage 00 counted {rows:,} "
+                              f"test rows; a submission needs exactly one row per test line")
     if not np.array_equal(ids, TEST_ID_START + np.arange(len(ids))):
         row = int(np.argmax(ids != TEST_ID_START + np.arange(len(ids))))
         raise ValueError(f"{path.name}: test Id {ids[row]} at row {row}, expected "
@@ -107,7 +117,7 @@ def write_submission(path: Path, ids: np.ndarray, probabilities: np.ndarray) -> 
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         _write(temporary, ids, probabilities, compress=path.suffix == ".gz", label=path.name)
-        summary = validate(temporary, rows=len(ids))
+        summary = validate(temporary, rows=rows)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
@@ -204,13 +214,20 @@ def submit(tag: str, config: settings.PipelineConfig, force: bool = False) -> di
         return None
     source = resolve_source(config)
     spec, splits = open_field_files(stage_dir(tag, "03_hash"), splits=("test",))
+    test_rows = stage_00_test_rows(tag)
+    if spec.rows["test"] != test_rows:
+        raise SubmissionError(
+            f"{stage_dir(tag, '03_hash')}: 03_hash holds {spec.rows['test']:,} test rows, but "
+            f"stage 00 counted {test_rows:,} in test.txt (00_raw/raw.json); every test row needs "
+            f"a prediction: rebuild from stage 03 (./run.sh --from 03)")
     predictions = read_predictions(stage_dir(tag, *source.split("/")), "test", spec.rows["test"])
     description = source_description(tag, source)
     written = datetime.datetime.now(datetime.UTC)
     name = f"{written:%Y%m%d-%H%M%S}_{tag}_{source.split('/')[1]}.csv"
     path = output_dir(config.submit) / (name + ".gz" if config.submit.gzip else name)
     with stage.build() as out:
-        summary = write_submission(path, np.asarray(splits["test"].ids), predictions)
+        summary = write_submission(path, np.asarray(splits["test"].ids), predictions,
+                                   rows=test_rows)
         record = {"file": _shown_path(path), "path": str(path), "source": source,
                   "rows": summary.rows, "md5": file_md5(path),
                   "mean_prediction": summary.mean_prediction,

@@ -33,7 +33,7 @@ def write_text(path, lines, compress=False):
 def test_writer_output_passes_the_validator(tmp_path, compress):
     path = tmp_path / ("sub.csv.gz" if compress else "sub.csv")
     probabilities = np.array([0.0, 1.0, 0.123456789, 2e-7, 0.5], np.float32)
-    summary = write.write_submission(path, IDS, probabilities)
+    summary = write.write_submission(path, IDS, probabilities, rows=5)
     assert summary.rows == 5 and summary.path == str(path)
     assert validate.validate(path, rows=5).rows == 5
     text = (gzip.decompress(path.read_bytes()) if compress else path.read_bytes()).decode()
@@ -45,8 +45,8 @@ def test_writer_output_passes_the_validator(tmp_path, compress):
 
 def test_gzip_output_is_byte_identical_across_runs(tmp_path):
     probabilities = np.linspace(0.01, 0.9, 5)
-    write.write_submission(tmp_path / "a.csv.gz", IDS, probabilities)
-    write.write_submission(tmp_path / "b.csv.gz", IDS, probabilities)
+    write.write_submission(tmp_path / "a.csv.gz", IDS, probabilities, rows=5)
+    write.write_submission(tmp_path / "b.csv.gz", IDS, probabilities, rows=5)
     assert (tmp_path / "a.csv.gz").read_bytes() == (tmp_path / "b.csv.gz").read_bytes()
 
 
@@ -57,7 +57,7 @@ def test_gzip_output_is_byte_identical_across_runs(tmp_path):
 ])
 def test_writer_refuses_bad_inputs_and_leaves_no_file(tmp_path, ids, probabilities, message):
     with pytest.raises(ValueError, match=message):
-        write.write_submission(tmp_path / "sub.csv", ids, np.array(probabilities))
+        write.write_submission(tmp_path / "sub.csv", ids, np.array(probabilities), rows=5)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -128,6 +128,15 @@ def test_validator_command(tmp_path, capsys):
 OPTIONS = ["--tag", "t", "--set", "models=[m1, m2]", "--set", "calibrate.candidates=[none, platt]"]
 
 
+def fake_raw_stage(tag: str, test_rows: int):
+    """A published 00_raw/ whose raw.json counts `test_rows` test rows (what stage 08 checks)."""
+    from stages.manifest import Stage
+
+    with Stage(tag, "00_raw", {"fake": True}, inputs=[]).build() as out:
+        (out / "raw.json").write_text(json.dumps({"source": "synthetic",
+                                                  "rows": {"train": 1000, "test": test_rows}}))
+
+
 @pytest.fixture(scope="module")
 def built_tree(tmp_path_factory):
     """03_hash, two models, their calibration and a blend (tag t), built once per module."""
@@ -137,6 +146,7 @@ def built_tree(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CRITEO_PNN_ARTIFACTS", str(root))
         logits, labels = logistic_data(1500, seed=31)
+        fake_raw_stage("t", test_rows=500)
         fake_hash_stage("t", labels[:1000], test_rows=500)
         rng = np.random.default_rng(32)
         for model_id in ("m1", "m2"):
@@ -201,6 +211,38 @@ def test_only_full_test_set_files_reach_the_tracked_log(submitted, artifacts, mo
     assert f"SUBMISSIONS.md and {tracked}" in capsys.readouterr().out
 
 
+def test_stage_checks_the_test_rows_against_stage_00s_count(submitted, artifacts):
+    """03_hash holds 500 test rows; if stage 00 counted 501 in test.txt, a row went missing
+    on the way (a dropped bad row) and no file may be written."""
+    raw_json = stage_dir("t", "00_raw") / "raw.json"
+    info = json.loads(raw_json.read_text())
+    raw_json.write_text(json.dumps({**info, "rows": {**info["rows"], "test": 501}}))
+    with pytest.raises(ValueError, match=r"03_hash holds 500 test rows, but stage 00 counted 501 "
+                                         r"in test\.txt"):
+        write.main(submitted)
+    assert not (artifacts / "submissions").exists() and not stage_dir("t", "08_submit").exists()
+    (stage_dir("t", "00_raw") / "raw.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"00_raw/raw\.json"):
+        write.main(submitted)
+
+
+def test_writer_checks_the_rows_stage_00_counted(tmp_path):
+    with pytest.raises(ValueError, match="4 test Ids, but stage 00 counted 5 test rows"):
+        write.write_submission(tmp_path / "sub.csv", IDS[:4], np.full(4, 0.5), rows=5)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_validator_takes_the_row_count_of_a_tags_stage_00(submitted, artifacts, tmp_path, capsys):
+    path = write_text(tmp_path / "sub.csv", ["Id,Predicted"] + [f"{60000000 + i},0.5"
+                                                                for i in range(500)])
+    assert validate.main([str(path), "--tag", "t"]) == 0
+    assert validate.validate_for_tag(path, "t").rows == 500
+    raw_json = stage_dir("t", "00_raw") / "raw.json"
+    raw_json.write_text(raw_json.read_text().replace('"test": 500', '"test": 501'))
+    assert validate.main([str(path), "--tag", "t"]) == 1
+    assert "500 rows, expected 501" in capsys.readouterr().err
+
+
 def test_stage_submits_a_chosen_source_uncompressed(submitted, artifacts):
     write.main([*submitted, "--set", "submit.source=05_train/m2", "--set", "submit.gzip=false"])
     record = json.loads((stage_dir("t", "08_submit") / "submission.json").read_text())
@@ -260,7 +302,7 @@ if sys.argv[1:3] == ["competitions", "download"]:
 
 def test_upload_validates_then_calls_the_cli(tmp_path, fake_kaggle):
     path = tmp_path / "sub.csv.gz"
-    write.write_submission(path, IDS, np.full(5, 0.2))
+    write.write_submission(path, IDS, np.full(5, 0.2), rows=5)
     upload.upload(path, "first try", rows=5)
     assert fake_kaggle() == [["competitions", "submit", "-c", "criteo-display-ad-challenge",
                               "-f", str(path), "-m", "first try"]]
