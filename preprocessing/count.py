@@ -3,8 +3,11 @@
 Reads: the parts of the train split (`01_split/split.json`: rows of `00_raw/train.txt`, or whole
 day files). Writes: `02_count/counts.npz` (per field: value codes sorted ascending and their
 counts, see preprocessing/parse.py for codes), `fallback_text.json` (text of non-hex categorical
-values), `count_summary.json` (rows, click rate, distinct values per field, `max_bins`, parse
-report).
+values), `count_summary.json` (rows, click rate, distinct values per field, `max_bins`, the
+train split's padded and skipped rows, parse report).
+
+With raw.on_bad_row=skip, a share of bad rows in the train split above raw.max_skipped_fraction
+is an error, and so is a train split with no row left.
 
 With `count.max_bins` N, each categorical code (but missing) is replaced by its bin in [0, N)
 before counting (preprocessing/bins.py), so each table holds at most N + 1 codes; stage 03 reads
@@ -25,6 +28,7 @@ from tqdm import tqdm
 from preprocessing import bins, parse, schema
 from preprocessing.hashtable import CodeTable
 from preprocessing.split import Part, load_split, split_rows
+from preprocessing.split import describe as describe_parts
 from stages import config as config_lib
 from stages import settings
 from stages.manifest import Stage
@@ -44,9 +48,10 @@ def _transpose(codes, out):
 
 
 def count_values(raw_dir: Path, parts: list[Part], on_bad_row: str = "error", threads: int = 2,
-                 max_bins: int | None = None):
+                 max_bins: int | None = None, max_bad_fraction: float | None = None):
     """Counts every field's value codes over `parts` (of files in `raw_dir`), in order;
-    categorical codes binned first with `max_bins`.
+    categorical codes binned first with `max_bins`. More bad rows than `max_bad_fraction` of a
+    part is a parse.BadRowError.
 
     Returns (tables: list of CodeTable per field, rows, positives, report, fallback texts).
     """
@@ -60,7 +65,7 @@ def count_values(raw_dir: Path, parts: list[Part], on_bad_row: str = "error", th
         for part in parts:
             for chunk in parse.iter_chunks(raw_dir / part.file, True, on_bad_row, report=report,
                                            start_row=part.start, stop_row=part.stop,
-                                           reuse_arrays=True):
+                                           reuse_arrays=True, max_bad_fraction=max_bad_fraction):
                 if max_bins is None:
                     fallback_text.update(chunk.fallback_text)
                 else:
@@ -112,6 +117,7 @@ def load_fallback_text(tag: str) -> dict:
 def make_stage(tag: str, config: settings.PipelineConfig) -> Stage:
     inputs = [stage_dir(tag, "00_raw"), stage_dir(tag, "01_split")]
     return Stage(tag, "02_count", {"on_bad_row": config.raw.on_bad_row,
+                                   "max_skipped_fraction": config.raw.max_skipped_fraction,
                                    "count": config_lib.to_dict(config.count)}, inputs)
 
 
@@ -127,8 +133,13 @@ def main(argv=None) -> None:
         print("warning: Criteo 1TB input with count.max_bins null: exact counts of hundreds of "
               "millions of values per field may not fit in memory (--config "
               "configs/criteo1tb.yaml bins them)", file=sys.stderr)
+    train_parts = load_split(args.tag)["train"]
     tables, rows, positives, report, texts = count_values(
-        raw_dir, load_split(args.tag)["train"], config.raw.on_bad_row, max_bins=max_bins)
+        raw_dir, train_parts, config.raw.on_bad_row, max_bins=max_bins,
+        max_bad_fraction=skip_bound(config))
+    if rows == 0:
+        raise parse.empty_split_error("train", describe_parts(train_parts), report.lines,
+                                      report.first_bad)
     with stage.build() as out:
         distinct = write_counts(out, tables, texts)
         summary = {"rows": rows, "click_rate": positives / max(rows, 1),
@@ -140,7 +151,12 @@ def main(argv=None) -> None:
     binned = f" (categorical values in {max_bins:,} bins per field)" if max_bins else ""
     print(f"  {rows:,} training rows, click rate {summary['click_rate']:.4f}, "
           f"{sum(distinct.values()):,} distinct values{binned}; padded {report.padded_rows}, "
-          f"skipped {report.skipped_rows}")
+          f"skipped {report.skipped_rows} (train split)")
+
+
+def skip_bound(config: settings.PipelineConfig) -> float | None:
+    """raw.max_skipped_fraction when bad rows are skipped (with "error" any bad row stops)."""
+    return config.raw.max_skipped_fraction if config.raw.on_bad_row == "skip" else None
 
 
 if __name__ == "__main__":

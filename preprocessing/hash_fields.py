@@ -7,7 +7,12 @@ Writes `03_hash/`: `field_spec.json`; per split `{split}.fields.npy` (int32 [row
 missing); `{train,valid}.labels.npy` (uint8); `vocabulary.npz` (per field, the values that got
 their own id: value codes, local ids, training counts) and `vocabulary.json` (per-field sizes, rare and collision counts).
 Ids: 10000000 + row of the labelled files read in order (train.txt, or the day files as if
-concatenated), 60000000 + test.txt row. An empty split (the 1TB logs' test) gets 0-row files.
+concatenated), 60000000 + test.txt row; a row is a line of the file, bad ones included. With
+raw.on_bad_row=skip a bad train/valid row is dropped (its Id is simply absent, the split
+boundary of stage 01 stays where it was) and a bad test row is kept with every field missing
+(every test line keeps its Id: Kaggle scores them all); more bad rows than
+raw.max_skipped_fraction of a file or split, or a train or valid split left with no row, is an
+error. An empty split (the 1TB logs' test) gets 0-row files.
 
 Per field, the training values (all integer keys; categorical values seen >= hash.min_count times)
 are keyed and hashed as the winners did (preprocessing/keys.py), and the distinct hashes, sorted,
@@ -29,6 +34,7 @@ from tqdm import tqdm
 from preprocessing import bins, count, field_spec, keys, parse, schema
 from preprocessing.hashtable import FieldTables
 from preprocessing.npy import NpyWriter
+from preprocessing.split import describe as describe_parts
 from preprocessing.split import file_plan, load_split
 from stages import config as config_lib
 from stages import settings
@@ -124,35 +130,61 @@ def map_chunk(tables: FieldTables, offsets: np.ndarray, codes: np.ndarray,
 
 def hash_file(path: Path, splits: dict, writers: dict, tables, offsets, labelled: bool,
               on_bad_row: str, id_start: int, report: parse.ParseReport,
-              max_bins: int | None = None) -> tuple[dict, int]:
+              max_bins: int | None = None,
+              max_bad_fraction: float | None = None) -> tuple[dict, int, dict]:
     """Streams one raw file into the writers of the splits it holds (`splits`: split -> Part of
-    this file); returns (positives per split, rows read)."""
+    this file); returns (positives per split, rows of the file read, bad-row counts per split:
+    {"lines", "skipped", "padded", "missing"}). Row numbers, and so Ids and split boundaries,
+    count every line of the file, bad ones included."""
     positives = {split: 0 for split in splits}
+    counts = {split: {"lines": 0, "skipped": 0, "padded": 0, "missing": 0} for split in splits}
     ends = [part.stop for part in splits.values()]
     total = None if None in ends else max(ends)
     progress = tqdm(total=total, unit="row", unit_scale=True, desc=f"hash {path.name}",
                     mininterval=2, disable=None)
     training_end = 0 if "train" not in splits else (
         np.iinfo(np.int64).max if splits["train"].stop is None else splits["train"].stop)
-    rows_read = 0
-    for chunk in parse.iter_chunks(path, labelled, on_bad_row, report=report, stop_row=total,
-                                   reuse_arrays=True):
+    file_report = parse.ParseReport()
+    for chunk in parse.iter_chunks(path, labelled, on_bad_row, report=file_report,
+                                   stop_row=total, reuse_arrays=True,
+                                   max_bad_fraction=max_bad_fraction):
         if max_bins is not None:
             bins.bin_codes(chunk.codes, max_bins)
-        seen_rows = min(max(training_end - chunk.first_row, 0), chunk.rows)
+        rows = chunk.row_numbers()
+        seen_rows = int(np.searchsorted(rows, training_end))
         fields = map_chunk(tables, offsets, chunk.codes, seen_rows)
-        rows = np.arange(chunk.first_row, chunk.first_row + chunk.rows)
         for split, part in splits.items():
-            stop = None if part.stop is None else max(part.stop - chunk.first_row, 0)
-            mask = slice(max(part.start - chunk.first_row, 0), stop)
+            stop = np.iinfo(np.int64).max if part.stop is None else part.stop
+            mask = slice(*np.searchsorted(rows, [part.start, stop]))
             labels = chunk.labels[mask] if labelled else None
             writers[split].write(fields[mask], id_start + rows[mask], chunk.ints[mask], labels)
             if labelled:
                 positives[split] += int(labels.sum())
-        rows_read = chunk.first_row + chunk.rows
+            for kind in ("skipped", "padded", "missing"):
+                numbers = getattr(chunk, kind)
+                if len(numbers):
+                    counts[split][kind] += int(np.count_nonzero((numbers >= part.start)
+                                                                & (numbers < stop)))
         progress.update(chunk.rows)
     progress.close()
-    return positives, rows_read
+    lines = file_report.lines
+    for split, part in splits.items():
+        stop = lines if part.stop is None else min(lines, part.stop)
+        counts[split]["lines"] = stop - part.start
+        parse.check_bad_share(f"{path}, {split} split (rows {part.start:,}..{stop:,})",
+                              counts[split]["skipped"] + counts[split]["missing"],
+                              counts[split]["lines"], max_bad_fraction, not labelled,
+                              file_report.first_bad)
+    _merge_report(report, file_report)
+    return positives, lines, counts
+
+
+def _merge_report(total: parse.ParseReport, part: parse.ParseReport) -> None:
+    for name in ("rows", "lines", "padded_rows", "skipped_rows", "kept_with_missing_values"):
+        setattr(total, name, getattr(total, name) + getattr(part, name))
+    for problem in part.first_problems:
+        total.add_problem(problem)
+    total.first_bad = total.first_bad or part.first_bad
 
 
 def build(tag: str, config: settings.PipelineConfig, out: Path) -> field_spec.FieldSpec:
@@ -165,20 +197,28 @@ def build(tag: str, config: settings.PipelineConfig, out: Path) -> field_spec.Fi
     report = parse.ParseReport()
     max_bins = count.load_summary(tag)["max_bins"]
     positives = {split: 0 for split in splits if split != "test"}
+    problems = {split: {"lines": 0, "skipped": 0, "padded": 0, "missing": 0} for split in splits}
     next_train_id = schema.TRAIN_ID_START
     for file, parts in file_plan(splits):
         labelled = "test" not in parts
         if not labelled and len(parts) > 1:
             raise ValueError(f"split.json: {file} holds the test split and another one")
         id_start = next_train_id if labelled else schema.TEST_ID_START
-        file_positives, rows_read = hash_file(raw_dir / file, parts, writers, tables, offsets,
-                                              labelled, config.raw.on_bad_row, id_start, report,
-                                              max_bins)
+        file_positives, lines, file_problems = hash_file(
+            raw_dir / file, parts, writers, tables, offsets, labelled, config.raw.on_bad_row,
+            id_start, report, max_bins, count.skip_bound(config))
+        for split, values in file_problems.items():
+            for kind, value in values.items():
+                problems[split][kind] += value
         if labelled:
-            next_train_id += rows_read
+            next_train_id += lines
             for split, value in file_positives.items():
                 positives[split] += value
     rows = {split: writer.close() for split, writer in writers.items()}
+    for split in ("train", "valid"):
+        if splits[split] and not rows[split]:
+            raise parse.empty_split_error(split, describe_parts(splits[split]),
+                                          problems[split]["lines"], report.first_bad)
     write_vocabulary(out, vocabularies)
     source = json.loads((raw_dir / "raw.json").read_text())["source"]
     split_rule = ({"valid_days": [part.file for part in splits["valid"]]}
@@ -193,7 +233,10 @@ def build(tag: str, config: settings.PipelineConfig, out: Path) -> field_spec.Fi
         label_rate={split: positives[split] / max(rows[split], 1) for split in positives},
         test_id_start=schema.TEST_ID_START,
         extra={"source": source, **split_rule,
-               "padded_rows": report.padded_rows, "skipped_rows": report.skipped_rows})
+               "padded_rows": report.padded_rows, "skipped_rows": report.skipped_rows,
+               "test_rows_with_missing_values": report.kept_with_missing_values,
+               "bad_rows": {split: {kind: values[kind] for kind in ("skipped", "padded", "missing")}
+                            for split, values in problems.items()}})
     spec.write(out)
     return spec
 
@@ -212,7 +255,8 @@ def write_vocabulary(out: Path, vocabularies: list[dict]) -> None:
 
 def make_stage(tag: str, config: settings.PipelineConfig) -> Stage:
     inputs = [stage_dir(tag, name) for name in ("00_raw", "01_split", "02_count")]
-    stage_config = {"hash": config_lib.to_dict(config.hash), "on_bad_row": config.raw.on_bad_row}
+    stage_config = {"hash": config_lib.to_dict(config.hash), "on_bad_row": config.raw.on_bad_row,
+                    "max_skipped_fraction": config.raw.max_skipped_fraction}
     return Stage(tag, "03_hash", stage_config, inputs)
 
 
@@ -223,9 +267,25 @@ def main(argv=None) -> None:
     args, config, stage = started
     with stage.build() as out:
         spec = build(args.tag, config, out)
-        stage.record(rows=spec.rows, total_vocabulary_size=spec.total_vocabulary_size)
+        bad_rows = spec.extra["bad_rows"]
+        stage.record(rows=spec.rows, total_vocabulary_size=spec.total_vocabulary_size,
+                     skipped_rows={split: values["skipped"] for split, values in bad_rows.items()},
+                     padded_rows={split: values["padded"] for split, values in bad_rows.items()},
+                     test_rows_with_missing_values=spec.extra["test_rows_with_missing_values"])
     print(f"  {spec.num_fields} fields, {spec.total_vocabulary_size:,} ids, rows "
-          + ", ".join(f"{split} {rows:,}" for split, rows in spec.rows.items()))
+          + ", ".join(f"{split} {rows:,}" for split, rows in spec.rows.items())
+          + "; skipped " + ", ".join(f"{split} {bad_rows[split]['skipped']:,}"
+                                     for split in ("train", "valid"))
+          + _padded_and_missing(bad_rows))
+
+
+def _padded_and_missing(bad_rows: dict) -> str:
+    padded = sum(values["padded"] for values in bad_rows.values())
+    missing = bad_rows["test"]["missing"]
+    text = f"; padded {padded:,}" if padded else ""
+    if missing:
+        text += f"; {missing:,} test row{'s' * (missing != 1)} kept with missing values"
+    return text
 
 
 if __name__ == "__main__":

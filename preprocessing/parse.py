@@ -10,8 +10,10 @@ Each row becomes 39 int64 *codes*, one per field, from which keys, counts and id
 
 Rows with fewer fields than expected (trailing empty fields trimmed, as in some real copies) are
 padded with missing values and counted. Rows with too many fields, a non-integer in an integer
-field, a label other than 0/1 or an empty line are errors naming file and line, or counted skips
-when `on_bad_row="skip"`.
+field, a label other than 0/1 or an empty line are errors naming file and line, or, with
+`on_bad_row="skip"`, counted and dropped from labelled files and kept with every field missing in
+unlabelled (test) files, whose every line must keep its Id. Rows are numbered by their line in
+the file, bad ones included, so skipping never moves a split boundary or a later row's Id.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ _MESSAGES = {TOO_MANY_FIELDS: "too many fields", BAD_INTEGER: "not an integer",
              BAD_LABEL: "label is not 0 or 1", EMPTY_LINE: "empty line"}
 
 BLOCK_BYTES = 32 << 20
+_NO_ROWS = np.empty(0, dtype=np.int64)
 
 
 def _log_squared_table(size: int) -> np.ndarray:
@@ -282,24 +285,43 @@ def _newline_positions(data, segments):
 
 @dataclasses.dataclass
 class Chunk:
-    """Parsed rows [first_row, first_row + rows) of one file (0-based data rows)."""
+    """Parsed rows of one file. Row numbers are the file's 0-based data rows (its lines), bad
+    rows included, so they never shift: the chunk covers rows [first_row, first_row + lines) and
+    holds the kept ones, first_row + offsets (offsets None: all of them, in order)."""
     first_row: int
     codes: np.ndarray  # int64 [rows, 39]
     ints: np.ndarray  # float32 [rows, 13], NaN = missing
     labels: np.ndarray | None  # uint8 [rows]
     fallback_text: dict  # code -> original categorical text, for non-hex values only
+    lines: int = 0  # rows of the file covered, skipped ones included
+    offsets: np.ndarray | None = None  # row number - first_row of each kept row; None: 0, 1, ...
+    # Row numbers of the bad rows skipped (labelled files), of the bad rows kept with every field
+    # missing (unlabelled files), of the rows padded with empty trailing fields.
+    skipped: np.ndarray = dataclasses.field(default_factory=lambda: _NO_ROWS)
+    missing: np.ndarray = dataclasses.field(default_factory=lambda: _NO_ROWS)
+    padded: np.ndarray = dataclasses.field(default_factory=lambda: _NO_ROWS)
+    first_problem: str | None = None  # what is wrong with the first bad row ("train.txt:7: ...")
 
     @property
     def rows(self) -> int:
         return len(self.codes)
 
+    def row_numbers(self) -> np.ndarray:
+        """int64 [rows]: the file row number of each kept row."""
+        if self.offsets is None:
+            return np.arange(self.first_row, self.first_row + self.rows, dtype=np.int64)
+        return self.first_row + self.offsets
+
 
 @dataclasses.dataclass
 class ParseReport:
-    rows: int = 0
+    rows: int = 0  # rows kept
+    lines: int = 0  # rows read, bad ones included
     padded_rows: int = 0
-    skipped_rows: int = 0
+    skipped_rows: int = 0  # bad rows dropped (labelled files, on_bad_row="skip")
+    kept_with_missing_values: int = 0  # bad rows of unlabelled (test) files, all fields missing
     first_problems: list = dataclasses.field(default_factory=list)
+    first_bad: str | None = None  # the first bad row's problem ("train.txt:7: field I1: ...")
 
     def add_problem(self, text: str) -> None:
         if len(self.first_problems) < 10:
@@ -308,6 +330,39 @@ class ParseReport:
 
 class BadRowError(ValueError):
     pass
+
+
+def check_bad_share(where: str, bad: int, rows: int, max_fraction: float | None,
+                    kept: bool = False, first_problem: str | None = None,
+                    read: int | None = None) -> None:
+    """Raises BadRowError when `bad` of `rows` rows is a larger share than `max_fraction`
+    (raw.max_skipped_fraction); `read` < rows: only that many were read so far."""
+    if max_fraction is None or not rows or bad <= max_fraction * rows:
+        return
+    share = bad / rows
+    at_least = "at least " if read is not None and read < rows else ""
+    fate = "were kept with all fields missing" if kept else "were skipped"
+    first = f" (first: {first_problem})" if first_problem else ""
+    suggestion = min(math.ceil(share * 100) / 100, 1.0)
+    raise BadRowError(f"{where}: {at_least}{bad:,} of {rows:,} rows ({share:.1%}) are bad and "
+                      f"{fate}, more than raw.max_skipped_fraction={max_fraction:g}{first}\n"
+                      f"  fix the file, or accept them with --set raw.max_skipped_fraction="
+                      f"{suggestion:g}")
+
+
+def empty_split_error(split: str, where: str, lines: int, first_bad: str | None) -> BadRowError:
+    """The error for a train or valid split left with no row (`where`: its files and rows)."""
+    if lines and first_bad:
+        why = f"all {lines:,} of its rows were skipped as bad (first: {first_bad})"
+    else:
+        why = "its files hold no row"
+    return BadRowError(f"the {split} split ({where}) has 0 rows: {why}; a model needs rows in "
+                       f"both the train and valid splits")
+
+
+def check_fraction(max_fraction: float | None) -> None:
+    if max_fraction is not None and not 0 <= max_fraction <= 1:
+        raise ValueError(f"raw.max_skipped_fraction={max_fraction}: must be in [0, 1]")
 
 
 class _ParserArrays:
@@ -332,33 +387,47 @@ class _ParserArrays:
 
 def iter_chunks(path: Path, has_label: bool, on_bad_row: str = "error",
                 block_bytes: int = BLOCK_BYTES, report: ParseReport | None = None,
-                start_row: int = 0, stop_row: int | None = None, reuse_arrays: bool = False):
+                start_row: int = 0, stop_row: int | None = None, reuse_arrays: bool = False,
+                max_bad_fraction: float | None = None):
     """Yields Chunks of parsed rows of `path` from data row `start_row` to `stop_row` (exclusive).
 
-    Row numbers count kept rows (skipped bad rows do not count); line numbers in messages are the
-    file's physical 1-based lines. With `reuse_arrays`, a chunk's arrays are overwritten by the
-    next chunk: for consumers that are done with a chunk when they ask for the next.
+    Row numbers are the file's rows (lines), bad rows included, so a skipped row never moves a
+    window or a later row's number; line numbers in messages are 1-based (row + 1). Bad rows
+    stop the parse (on_bad_row="error") or, with "skip", are dropped from labelled files and
+    kept with every field missing in unlabelled (test) files: a test row is never dropped.
+    Only rows in the window are checked and counted in `report`. With `max_bad_fraction`, more
+    bad rows than that share of the window is a BadRowError (as soon as it is certain). With
+    `reuse_arrays`, a chunk's arrays are overwritten by the next chunk: for consumers that are
+    done with a chunk when they ask for the next.
     """
+    check_fraction(max_bad_fraction)
     report = report if report is not None else ParseReport()
     arrays = _ParserArrays(reuse_arrays)
-    row = 0
-    line_number = 0
+    window_rows = None if stop_row is None else stop_row - start_row
+    lines = bad = 0
+    first_problem = None
+    next_row = 0
     for data in _iter_blocks(path, block_bytes):
         line_ends = _line_ends(data)
-        chunk = _parse(data, line_ends, has_label, path, line_number, on_bad_row, report,
-                       arrays.take(len(line_ends)))
-        line_number += len(line_ends)
-        begin, end = row, row + chunk.rows
-        row = end
-        if end <= start_row:
+        begin, next_row = next_row, next_row + len(line_ends)
+        if next_row <= start_row:
             continue
-        if begin < start_row or (stop_row is not None and end > stop_row):
-            chunk = _slice(chunk, max(start_row - begin, 0), (stop_row or end) - begin)
-        chunk.first_row = max(begin, start_row)
+        low = max(start_row - begin, 0)
+        high = len(line_ends) if stop_row is None else min(stop_row - begin, len(line_ends))
+        chunk = _parse(data, line_ends, has_label, path, begin, low, high, on_bad_row, report,
+                       arrays.take(len(line_ends)))
+        lines += chunk.lines
+        chunk_bad = len(chunk.skipped) + len(chunk.missing)
+        if chunk_bad:
+            bad += chunk_bad
+            first_problem = first_problem or chunk.first_problem
+            check_bad_share(str(path), bad, window_rows or 0, max_bad_fraction, not has_label,
+                            first_problem, read=lines)
         if chunk.rows:
             yield chunk
-        if stop_row is not None and end >= stop_row:
-            return
+        if stop_row is not None and next_row >= stop_row:
+            break
+    check_bad_share(str(path), bad, lines, max_bad_fraction, not has_label, first_problem)
 
 
 # What reading a damaged .gz (a download cut short, or not gzip at all) raises.
@@ -423,38 +492,63 @@ def _grown(buffer: bytearray) -> bytearray:
     return buffer + bytes(len(buffer))
 
 
-def _parse(data, line_ends, has_label, path, first_line, on_bad_row, report, arrays) -> Chunk:
+def _parse(data, line_ends, has_label, path, first_row, low, high, on_bad_row, report,
+           arrays) -> Chunk:
+    """Parses a block whose first line is row `first_row`; the chunk of its lines [low, high)."""
     codes, ints, labels, status, columns, fallback = arrays
     _parse_block(data, line_ends, has_label, codes, ints, labels, status, columns, fallback, _HEX)
-    keep = _check_status(status, columns, has_label, path, first_line, on_bad_row, report)
-    texts = _fallback_texts(data, line_ends, codes, np.flatnonzero(fallback), has_label)
-    if keep is not None:
-        codes, ints, labels = codes[keep], ints[keep], labels[keep]
-    report.rows += len(codes)
-    return Chunk(0, codes, ints, labels if has_label else None, texts)
-
-
-def _check_status(status, columns, has_label, path, first_line, on_bad_row, report):
-    """Counts padded rows; raises on bad rows, or returns the mask of rows to keep."""
+    window = slice(low, high)
+    codes, ints, labels, status = codes[window], ints[window], labels[window], status[window]
+    row0 = first_row + low  # row number of the window's first line
     padded = np.flatnonzero(status == PADDED)
     if len(padded):
         report.padded_rows += len(padded)
-        line = first_line + padded[0] + 1
-        report.add_problem(f"{path}:{line}: {columns[padded[0]]} fields, padded with empty ones")
+        report.add_problem(f"{path}:{row0 + padded[0] + 1}: {columns[low + padded[0]]} fields, "
+                           f"padded with empty ones")
     bad = np.flatnonzero(status < 0)
-    if not len(bad):
-        return None
+    fallback_lines = low + np.flatnonzero(fallback[window])
+    if len(bad):
+        fallback_lines = fallback_lines[status[fallback_lines - low] >= 0]
+    texts = _fallback_texts(data, line_ends, codes, fallback_lines, low, has_label)
+    chunk = Chunk(row0, codes, ints, labels if has_label else None, texts, lines=high - low,
+                  padded=row0 + padded if len(padded) else _NO_ROWS)
+    if len(bad):
+        _bad_rows(chunk, bad, status, columns[window], has_label, path, on_bad_row, report)
+    report.rows += chunk.rows
+    report.lines += chunk.lines
+    return chunk
+
+
+def _bad_rows(chunk, bad, status, columns, has_label, path, on_bad_row, report) -> None:
+    """Raises on the first bad row (on_bad_row="error"); else drops the bad rows of a labelled
+    chunk and sets every field of those of an unlabelled one to missing (bad are indices)."""
     expected = 40 if has_label else 39
-    for index in bad[:10 - len(report.first_problems)]:
-        report.add_problem(_describe(path, first_line + index + 1, status[index],
-                                     columns[index], expected, has_label))
+    line0 = chunk.first_row + 1
     if on_bad_row != "skip":
         index = bad[0]
-        raise BadRowError(_describe(path, first_line + index + 1, status[index], columns[index],
-                                    expected, has_label)
+        raise BadRowError(_describe(path, line0 + index, status[index], columns[index], expected,
+                                    has_label)
                           + " (set raw.on_bad_row=skip to skip and count such rows)")
-    report.skipped_rows += len(bad)
-    return status >= 0
+    fate = "" if has_label else "; kept with all fields missing (a test row is never dropped)"
+    chunk.first_problem = _describe(Path(path).name, line0 + bad[0], status[bad[0]],
+                                    columns[bad[0]], expected, has_label)
+    report.first_bad = report.first_bad or chunk.first_problem
+    for index in bad[:max(10 - len(report.first_problems), 0)]:
+        report.add_problem(_describe(path, line0 + index, status[index], columns[index],
+                                     expected, has_label) + fate)
+    if has_label:
+        keep = status >= 0
+        chunk.offsets = np.flatnonzero(keep)
+        chunk.codes, chunk.ints, chunk.labels = chunk.codes[keep], chunk.ints[keep], \
+            chunk.labels[keep]
+        chunk.skipped = chunk.first_row + bad
+        report.skipped_rows += len(bad)
+    else:
+        chunk.codes[bad, :schema.NUM_INT_FIELDS] = INT_MISSING
+        chunk.codes[bad, schema.NUM_INT_FIELDS:] = CAT_MISSING
+        chunk.ints[bad] = np.nan
+        chunk.missing = chunk.first_row + bad
+        report.kept_with_missing_values += len(bad)
 
 
 def _describe(path, line, status, column, expected, has_label) -> str:
@@ -470,24 +564,20 @@ def _describe(path, line, status, column, expected, has_label) -> str:
     return f"{path}:{line}: field {where}: {_MESSAGES[status]}{hint}"
 
 
-def _fallback_texts(data, line_ends, codes, rows, has_label) -> dict:
-    """code -> text for the (rare) categorical values that are not 8 lowercase hex chars."""
+def _fallback_texts(data, line_ends, codes, lines, low, has_label) -> dict:
+    """code -> text for the (rare) categorical values that are not 8 lowercase hex chars, of
+    block lines `lines` (codes row = line - low)."""
     texts = {}
     skip = 1 + schema.NUM_INT_FIELDS if has_label else schema.NUM_INT_FIELDS
-    for row in rows:
-        start = 0 if row == 0 else line_ends[row - 1] + 1
-        line = bytes(data[start:line_ends[row]]).rstrip(b"\r").split(b"\t")
-        for field, raw in enumerate(line[skip:skip + schema.NUM_CAT_FIELDS]):
-            code = int(codes[row, schema.NUM_INT_FIELDS + field])
+    for line_index in lines.tolist():
+        start = 0 if line_index == 0 else line_ends[line_index - 1] + 1
+        line = bytes(data[start:line_ends[line_index]]).rstrip(b"\r").split(b"\t")
+        for field, raw in enumerate(line[skip:skip + schema.NUM_CAT_FIELDS],
+                                    schema.NUM_INT_FIELDS):
+            code = int(codes[line_index - low, field])
             if code & FALLBACK_BIT and code != CAT_MISSING:
                 texts[code] = raw.decode("utf-8", errors="replace")
     return texts
-
-
-def _slice(chunk: Chunk, begin: int, end: int) -> Chunk:
-    labels = chunk.labels[begin:end] if chunk.labels is not None else None
-    return Chunk(chunk.first_row, chunk.codes[begin:end], chunk.ints[begin:end], labels,
-                 chunk.fallback_text)
 
 
 def count_lines(path: Path, block_bytes: int = 16 << 20) -> int:

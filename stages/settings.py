@@ -17,6 +17,9 @@ DEFAULT_CONFIG = REPO_ROOT / "configs" / "pipeline.yaml"
 class RawConfig:
     data_dir: str | None = None  # folder with train.txt/test.txt (.gz, dac.tar.gz, Kaggle CSV)
     on_bad_row: typing.Literal["error", "skip"] = "error"  # skip = counted and reported
+    # skip: more bad rows than this share of a file or split is an error (0..1); bad test rows,
+    # kept with all fields missing, count too.
+    max_skipped_fraction: float = 0.01
     verify_md5: bool = True  # md5 prefix check when the full-size Kaggle files are given
 
 
