@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+import numba
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -55,7 +56,7 @@ def run(rows: int, num_fields: int, threads: int, epochs: int, block_rows: int,
     model = libffm.ModelConfig()
     train = libffm.TrainConfig(threads=threads, shuffle_block_rows=block_rows)
     state = libffm.initial_state(vocabulary, num_fields, model, seed=0)
-    libffm.numba.set_num_threads(threads)
+    numba.set_num_threads(threads)
     libffm.train_epoch(state, data.take(0, 1000), model, train, epoch=0)  # compile / load cache
     seconds, cpu_seconds = [], []
     for epoch in range(1, epochs + 1):

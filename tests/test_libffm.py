@@ -3,6 +3,7 @@ field interaction, auto-stop, the libFFM text path, the binary engine's command 
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,7 +61,7 @@ def test_one_update_matches_adagrad_on_the_brute_force_gradient(kind, k):
     model = libffm.ModelConfig(k=k, init_scale=2.0)
     train = libffm.TrainConfig(learning_rate=eta, l2=l2, **ONE_THREAD)
     state = libffm.initial_state(n, 3, model, seed=0)
-    before = libffm._get_weights(state, k).astype(np.float64)
+    before = libffm.get_weights(state, k).astype(np.float64)
     if kind == "fields":
         rows = libffm.FieldRows(ids[None].astype(np.int32), np.array([label], np.uint8))
     else:
@@ -75,7 +76,7 @@ def test_one_update_matches_adagrad_on_the_brute_force_gradient(kind, k):
     accumulators = 1.0 + gradient ** 2
     expected = before - eta * gradient / np.sqrt(accumulators)
     assert returned == pytest.approx(loss, rel=1e-5)
-    np.testing.assert_allclose(libffm._get_weights(state, k), expected, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(libffm.get_weights(state, k), expected, rtol=1e-4, atol=1e-6)
     got_accumulators = state[:, :, :, 1, :].reshape(n, 3, -1)[:, :, :k]
     np.testing.assert_allclose(got_accumulators, accumulators, rtol=1e-4)
     assert np.count_nonzero(gradient) == 2 * 3 * k  # 3 pairs x 2 vectors touched, nothing else
@@ -125,7 +126,7 @@ def test_auto_stop_keeps_the_epoch_before_the_validation_loss_rose(tmp_path):
     assert result.best_epoch == rise
     kept = log_loss(flipped.labels, flipped.predict(state, model).astype(np.float64))
     assert kept == pytest.approx(losses[rise - 1], rel=1e-6)
-    np.testing.assert_array_equal(np.load(tmp_path / "model.npy"), libffm._get_weights(state, 4))
+    np.testing.assert_array_equal(np.load(tmp_path / "model.npy"), libffm.get_weights(state, 4))
 
 
 def test_fixed_epochs_without_auto_stop_run_them_all(tmp_path):
@@ -162,7 +163,7 @@ def test_text_input_trains_like_the_field_files(tmp_path):
 
 
 def test_text_reader_handles_values_chunks_and_reports_bad_lines(tmp_path, monkeypatch):
-    monkeypatch.setattr(libffm, "TEXT_CHUNK_BYTES", 16)  # lines straddle chunk boundaries
+    monkeypatch.setattr(libffm.rows, "TEXT_CHUNK_BYTES", 16)  # lines straddle chunk boundaries
     path = tmp_path / "a.ffm"
     path.write_text("1 0:5:0.5 2:7:1.5e1\n0 1:3:1\n-1 0:2:2 1:4:1")  # no final newline
     rows = libffm.convert_text(path, tmp_path / "cache")
@@ -194,6 +195,14 @@ def test_presets_load_strictly():
         (11, 0.1, False)
     with pytest.raises(ValueError, match="unknown key"):
         libffm.load_config(config_path("libffm"), overrides=["train.eta=0.1"])
+
+
+def test_stage_code_covers_every_module_of_the_package(artifacts):
+    stage = libffm.stage_for("t", "libffm", libffm.LibffmConfig())
+    package = Path(libffm.__file__).parent
+    modules = {f"models/libffm/{path.name}" for path in package.glob("*.py")} - \
+        {"models/libffm/__main__.py"}
+    assert len(modules) > 5 and modules <= set(stage.code)  # a change to any of them reruns it
 
 
 def test_entry_point_trains_on_leaf_fields_and_on_libffm_text(staged):  # noqa: F811

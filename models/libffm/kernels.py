@@ -1,0 +1,193 @@
+"""The numba kernels: one training pass and predictions, for each of the two row kinds.
+
+Field rows (the field files: feature a belongs to field a, value 1) have their own kernels, with
+no per-pair field, value or range lookups; sparse rows (CSR, from libFFM text) take any fields
+and values, and skip features whose index or field training never saw (>= n, >= m), as libffm
+does. The state layout and the SIMD helpers are described in `intrinsics`.
+
+Training runs lock-free over threads (Hogwild, like libffm's OpenMP loop): `prange` over the
+epoch's order, `nogil`, no atomics.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from models.libffm.intrinsics import FAST, LANES, adagrad4, dot4, prefetch
+
+
+def flat(state: np.ndarray) -> tuple:
+    """(flat state, n, m, groups): the kernels' view of a state [n, m, groups, 2, LANES]."""
+    n, m, groups = state.shape[:3]
+    return state.reshape(-1), n, m, groups
+
+
+@njit(cache=True, nogil=True)
+def _prefetch_row(state, m, groups, ids):
+    """Prefetches the state blocks of a row's features: on a Criteo-sized model the next row's
+    ~2,400 random cache lines are fetched while this row computes (about +20% rows/s)."""
+    block = m * groups * 2 * LANES
+    for a in range(ids.shape[0]):
+        base = np.int64(ids[a]) * block
+        for line in range(0, block, 16):
+            prefetch(state, base + line)
+
+
+@njit(cache=True, nogil=True)
+def _logistic(label, phi):
+    """(logloss, kappa = dloss/dphi) of one instance; y in {-1, 1}, computed without overflow."""
+    y = 1.0 if label > 0 else -1.0
+    margin = y * phi
+    loss = math.log1p(math.exp(-margin)) if margin > 0 else -margin + math.log1p(math.exp(margin))
+    return loss, -y / (1.0 + math.exp(margin))
+
+
+# Field rows.
+
+@njit(cache=True, nogil=True, fastmath=FAST)
+def _phi_fields(state, m, groups, ids, r):
+    """phi(x) = r sum_{a<b} <w[j_a, field b], w[j_b, field a]>."""
+    block = 2 * LANES
+    stride = groups * block  # floats per (feature, field)
+    total = np.float32(0.0)
+    for a in range(ids.shape[0]):
+        row = np.int64(ids[a]) * m * stride
+        for b in range(a + 1, ids.shape[0]):
+            p = row + b * stride
+            q = (np.int64(ids[b]) * m + a) * stride
+            for group in range(groups):
+                total += dot4(state, p + group * block, q + group * block)
+    return total * np.float32(r)
+
+
+@njit(cache=True, nogil=True, fastmath=FAST)
+def _update_fields(state, m, groups, ids, kappa_r, eta, l2):
+    block = 2 * LANES
+    stride = groups * block
+    for a in range(ids.shape[0]):
+        row = np.int64(ids[a]) * m * stride
+        for b in range(a + 1, ids.shape[0]):
+            p = row + b * stride
+            q = (np.int64(ids[b]) * m + a) * stride
+            for group in range(groups):
+                adagrad4(state, p + group * block, q + group * block, kappa_r, eta, l2)
+
+
+@njit(parallel=True, cache=True, nogil=True, fastmath=FAST)
+def train_fields(state, m, groups, ids, labels, order, r, eta, l2):
+    """One pass over rows `order` of ids [N, F]; returns the summed logloss (before updates)."""
+    loss = 0.0
+    for position in prange(order.shape[0]):
+        if position + 1 < order.shape[0]:
+            _prefetch_row(state, m, groups, ids[order[position + 1]])
+        row = order[position]
+        row_loss, kappa = _logistic(labels[row], _phi_fields(state, m, groups, ids[row], r))
+        _update_fields(state, m, groups, ids[row], np.float32(kappa * r), eta, l2)
+        loss += row_loss
+    return loss
+
+
+@njit(parallel=True, cache=True, nogil=True, fastmath=FAST)
+def predict_fields(state, m, groups, ids, r, out):
+    for row in prange(ids.shape[0]):
+        if row + 1 < ids.shape[0]:
+            _prefetch_row(state, m, groups, ids[row + 1])
+        out[row] = 1.0 / (1.0 + math.exp(-_phi_fields(state, m, groups, ids[row], r)))
+
+
+# Sparse rows.
+
+@njit(cache=True, nogil=True, fastmath=FAST)
+def _phi_sparse(state, n, m, groups, ids, fields, values, r):
+    """phi(x) = sum_{a<b} <w[j_a, f_b], w[j_b, f_a]> v_a v_b r."""
+    block = 2 * LANES
+    stride = groups * block
+    total = np.float32(0.0)
+    for a in range(ids.shape[0]):
+        j1, f1 = np.int64(ids[a]), np.int64(fields[a])
+        if j1 >= n or f1 >= m:
+            continue
+        value = values[a] * np.float32(r)
+        for b in range(a + 1, ids.shape[0]):
+            j2, f2 = np.int64(ids[b]), np.int64(fields[b])
+            if j2 >= n or f2 >= m:
+                continue
+            p = (j1 * m + f2) * stride
+            q = (j2 * m + f1) * stride
+            dot = np.float32(0.0)
+            for group in range(groups):
+                dot += dot4(state, p + group * block, q + group * block)
+            total += dot * (value * values[b])
+    return total
+
+
+@njit(cache=True, nogil=True, fastmath=FAST)
+def _update_sparse(state, n, m, groups, ids, fields, values, kappa_r, eta, l2):
+    block = 2 * LANES
+    stride = groups * block
+    for a in range(ids.shape[0]):
+        j1, f1 = np.int64(ids[a]), np.int64(fields[a])
+        if j1 >= n or f1 >= m:
+            continue
+        value = values[a] * kappa_r
+        for b in range(a + 1, ids.shape[0]):
+            j2, f2 = np.int64(ids[b]), np.int64(fields[b])
+            if j2 >= n or f2 >= m:
+                continue
+            p = (j1 * m + f2) * stride
+            q = (j2 * m + f1) * stride
+            for group in range(groups):
+                adagrad4(state, p + group * block, q + group * block, value * values[b], eta,
+                         l2)
+
+
+@njit(cache=True, nogil=True)
+def _instance_scale(values, normalize, scale):
+    if not normalize:
+        return scale
+    norm = 0.0
+    for value in values:
+        norm += value * value
+    return scale / norm if norm > 0 else scale
+
+
+@njit(cache=True, nogil=True)
+def _prefetch_sparse_row(state, n, m, groups, ids):
+    for a in range(ids.shape[0]):
+        if ids[a] < n:
+            _prefetch_row(state, m, groups, ids[a:a + 1])
+
+
+@njit(parallel=True, cache=True, nogil=True, fastmath=FAST)
+def train_sparse(state, n, m, groups, indptr, ids, fields, values, labels, order, normalize,
+                 scale, eta, l2):
+    loss = 0.0
+    for position in prange(order.shape[0]):
+        if position + 1 < order.shape[0]:
+            following = order[position + 1]
+            _prefetch_sparse_row(state, n, m, groups, ids[indptr[following]:indptr[following + 1]])
+        row = order[position]
+        start, stop = indptr[row], indptr[row + 1]
+        r = _instance_scale(values[start:stop], normalize, scale)
+        phi = _phi_sparse(state, n, m, groups, ids[start:stop], fields[start:stop],
+                          values[start:stop], r)
+        row_loss, kappa = _logistic(labels[row], phi)
+        _update_sparse(state, n, m, groups, ids[start:stop], fields[start:stop],
+                       values[start:stop], np.float32(kappa * r), eta, l2)
+        loss += row_loss
+    return loss
+
+
+@njit(parallel=True, cache=True, nogil=True, fastmath=FAST)
+def predict_sparse(state, n, m, groups, indptr, ids, fields, values, normalize, scale, out):
+    for row in prange(indptr.shape[0] - 1):
+        if row + 2 < indptr.shape[0]:
+            _prefetch_sparse_row(state, n, m, groups, ids[indptr[row + 1]:indptr[row + 2]])
+        start, stop = indptr[row], indptr[row + 1]
+        r = _instance_scale(values[start:stop], normalize, scale)
+        phi = _phi_sparse(state, n, m, groups, ids[start:stop], fields[start:stop],
+                          values[start:stop], r)
+        out[row] = 1.0 / (1.0 + math.exp(-phi))
