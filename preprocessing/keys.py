@@ -2,7 +2,9 @@
 
 Keys (3 Idiots, pre-b/common.py): integer field I_j -> "I{j}-" + ("" if missing, "SP{v}" if
 v <= 2, else str(floor((ln v)^2))); categorical field C_j -> "C{j}-{value}" (empty value included),
-or "C{j}less" when the value's training count is below the threshold.
+or "C{j}less" when the value's training count is below the threshold. A key is hashed as bytes:
+"C{j}-" and the value's raw bytes, whatever they are (texts of non-UTF-8 values hold them as
+lone surrogates, parse.py's errors="surrogateescape"), so distinct values never share a key.
 
 Hash modes: "md5", the winners' exact scheme (int(md5(key), 16) mod (bins - 1) + 1, one shared
 space for all fields, so collisions merge values as they did for the winners); "xxh64", the fast
@@ -51,11 +53,13 @@ def rare_key(field: int) -> str:
 
 
 def hash_key(text: str, mode: str, md5_bins: int = 1_000_000) -> int:
-    return hash_bytes(text.encode("utf-8"), mode, md5_bins)
+    """The hash of a key's bytes: UTF-8, and lone surrogates U+DC80..U+DCFF (a raw value's
+    bytes that are not UTF-8, decoded with errors="surrogateescape") back to those bytes."""
+    return hash_bytes(text.encode("utf-8", "surrogateescape"), mode, md5_bins)
 
 
 def hash_bytes(data: bytes, mode: str, md5_bins: int = 1_000_000) -> int:
-    """The hash of a key's UTF-8 bytes."""
+    """The hash of a key's bytes."""
     if mode == "md5":
         return int.from_bytes(hashlib.md5(data).digest(), "big") % (md5_bins - 1) + 1
     if mode == "xxh64":

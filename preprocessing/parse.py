@@ -6,7 +6,9 @@ Each row becomes 39 int64 *codes*, one per field, from which keys, counts and id
   keys, negatives included); v > 2 -> LOG_BASE + floor((ln v)^2).
 - categorical field C_j: 8 lowercase hex chars -> their value (0 .. 2^32-1); empty -> CAT_MISSING;
   anything else -> FALLBACK_BIT | 61-bit FNV-1a hash of the bytes (the text is kept aside, so
-  keys can be rebuilt).
+  keys can be rebuilt; bytes that are not UTF-8 are kept as lone surrogates, errors=
+  "surrogateescape", so distinct bytes stay distinct values). Uppercase hex is such a value:
+  "ABCDEF12" and "abcdef12" are two values, never folded.
 
 Rows with fewer fields than expected (trailing empty fields trimmed, as in some real copies) are
 padded with missing values and counted. Rows with too many fields, a non-integer in an integer
@@ -301,6 +303,7 @@ class Chunk:
     missing: np.ndarray = dataclasses.field(default_factory=lambda: _NO_ROWS)
     padded: np.ndarray = dataclasses.field(default_factory=lambda: _NO_ROWS)
     first_problem: str | None = None  # what is wrong with the first bad row ("train.txt:7: ...")
+    unusual: dict = dataclasses.field(default_factory=dict)  # field -> {non-hex code: rows}
 
     @property
     def rows(self) -> int:
@@ -509,9 +512,9 @@ def _parse(data, line_ends, has_label, path, first_row, low, high, on_bad_row, r
     fallback_lines = low + np.flatnonzero(fallback[window])
     if len(bad):
         fallback_lines = fallback_lines[status[fallback_lines - low] >= 0]
-    texts = _fallback_texts(data, line_ends, codes, fallback_lines, low, has_label)
+    texts, unusual = _fallback_texts(data, line_ends, codes, fallback_lines, low, has_label)
     chunk = Chunk(row0, codes, ints, labels if has_label else None, texts, lines=high - low,
-                  padded=row0 + padded if len(padded) else _NO_ROWS)
+                  padded=row0 + padded if len(padded) else _NO_ROWS, unusual=unusual)
     if len(bad):
         _bad_rows(chunk, bad, status, columns[window], has_label, path, on_bad_row, report)
     report.rows += chunk.rows
@@ -564,10 +567,14 @@ def _describe(path, line, status, column, expected, has_label) -> str:
     return f"{path}:{line}: field {where}: {_MESSAGES[status]}{hint}"
 
 
-def _fallback_texts(data, line_ends, codes, lines, low, has_label) -> dict:
-    """code -> text for the (rare) categorical values that are not 8 lowercase hex chars, of
-    block lines `lines` (codes row = line - low)."""
-    texts = {}
+def _fallback_texts(data, line_ends, codes, lines, low, has_label) -> tuple[dict, dict]:
+    """For the (rare) categorical values that are not 8 lowercase hex chars, of block lines
+    `lines` (codes row = line - low): code -> text, and field index -> {code: rows}.
+
+    Texts are decoded with errors="surrogateescape": bytes that are not UTF-8 become lone
+    surrogates U+DC80..U+DCFF, so distinct byte strings stay distinct texts, and
+    text.encode("utf-8", "surrogateescape") gives the bytes back (keys.hash_key hashes them)."""
+    texts, unusual = {}, {}
     skip = 1 + schema.NUM_INT_FIELDS if has_label else schema.NUM_INT_FIELDS
     for line_index in lines.tolist():
         start = 0 if line_index == 0 else line_ends[line_index - 1] + 1
@@ -576,8 +583,10 @@ def _fallback_texts(data, line_ends, codes, lines, low, has_label) -> dict:
                                     schema.NUM_INT_FIELDS):
             code = int(codes[line_index - low, field])
             if code & FALLBACK_BIT and code != CAT_MISSING:
-                texts[code] = raw.decode("utf-8", errors="replace")
-    return texts
+                texts[code] = raw.decode("utf-8", errors="surrogateescape")
+                counts = unusual.setdefault(field, {})
+                counts[code] = counts.get(code, 0) + 1
+    return texts, unusual
 
 
 def count_lines(path: Path, block_bytes: int = 16 << 20) -> int:

@@ -1,13 +1,13 @@
 """raw.on_bad_row=skip: test rows are never dropped (their Ids stay 60000000 + line), skipped
 train/valid rows keep the split and Ids of stage 01, the skipped share is bounded, empty splits
-are refused."""
+are refused; non-hex categorical values stay distinct byte for byte and are reported."""
 
 import json
 
 import numpy as np
 import pytest
 
-from preprocessing import count, parse, schema
+from preprocessing import count, keys, parse, schema
 from stages.manifest import read_manifest
 from stages.paths import stage_dir
 from tests.conftest import raw_line, run_stages, write_raw
@@ -157,6 +157,53 @@ def test_parser_keeps_bad_unlabelled_rows_and_bounds_bad_rows(tmp_path):
     assert "test.txt:2: more than 39" in report.first_problems[0]
     with pytest.raises(parse.BadRowError, match=r"test\.txt: 2 of 4 rows \(50\.0%\)"):
         list(parse.iter_chunks(path, False, "skip", max_bad_fraction=0.25))
+
+
+@pytest.mark.parametrize("mode", ["xxh64", "md5"])
+def test_non_utf8_and_uppercase_values_stay_distinct_and_are_reported(artifacts, tmp_path, mode,
+                                                                      capsys):
+    """Latin-1 b'\\xe9t\\xe9' and b'\\xe8t\\xe8' both decoded to U+FFFD t U+FFFD before the
+    fix (one key, one id); uppercase hex is its own value and is reported."""
+    directory = make_raw(tmp_path, 2000, 100)
+    lines = (directory / "train.txt").read_bytes().splitlines(keepends=True)
+    values = {range(0, 30): b"\xe9t\xe9", range(30, 60): b"\xe8t\xe8",
+              range(60, 80): b"ABCDEF12", range(80, 100): b"abcdef12"}
+    c3 = 1 + 13 + 2  # column of C3 in a train line
+    for rows, value in values.items():
+        for row in rows:
+            columns = lines[row].split(b"\t")
+            columns[c3] = value
+            lines[row] = b"\t".join(columns)
+    (directory / "train.txt").write_bytes(b"".join(lines))
+    run_stages("t", *data_option(directory), "--set", f"hash.mode={mode}")
+    output = capsys.readouterr().out
+
+    field = schema.FIELD_NAMES.index("C3")
+    column = load("t", "train", "fields")[:, field]
+    groups = [np.unique(column[list(rows)]) for rows in values]
+    assert all(len(group) == 1 for group in groups)
+    assert len({int(group[0]) for group in groups}) == 4  # four values, four ids
+
+    texts = count.load_fallback_text("t")
+    assert {text.encode("utf-8", "surrogateescape") for text in texts.values()} == \
+        {b"\xe9t\xe9", b"\xe8t\xe8", b"ABCDEF12"}
+    unusual = count.load_summary("t")["unusual_values"]
+    assert set(unusual) == {"C3"}
+    assert unusual["C3"]["values"] == 3 and unusual["C3"]["rows"] == 80
+    assert unusual["C3"]["kinds"] == {"not UTF-8": 2, "uppercase hex": 1}
+    assert read_manifest(stage_dir("t", "02_count"))["unusual_values"] == \
+        {"C3": {"values": 3, "rows": 80}}
+    assert "C3: 3 values not 8 lowercase hex chars" in output and "'ABCDEF12'" in output
+    assert "uppercase hex is kept as its own value" in output
+
+
+def test_keys_of_non_utf8_text_hash_the_raw_bytes():
+    text = b"\xe9t\xe9".decode("utf-8", "surrogateescape")
+    code = parse.FALLBACK_BIT | 7
+    for mode in ("xxh64", "md5"):
+        assert keys.hash_codes(20, np.array([code]), mode, 1_000_000, {code: text})[0] == \
+            keys.hash_bytes(b"C8-\xe9t\xe9", mode)
+    assert keys.hash_key("C8-\u00e9t\u00e9", "md5") == keys.hash_bytes("C8-été".encode(), "md5")
 
 
 @pytest.mark.parametrize("block_bytes", [1000, parse.BLOCK_BYTES])
