@@ -13,8 +13,8 @@ generator's truth files.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
-import gzip
 import json
 import os
 import re
@@ -29,6 +29,7 @@ import pyarrow.csv as pa_csv
 from preprocessing import parse, schema
 from stages import config as config_lib
 from stages import settings
+from stages.errors import InputError, InputNotFound, writing
 from stages.manifest import Stage, file_md5
 from stages.paths import REPO_ROOT
 
@@ -38,6 +39,9 @@ NAMES = {"train": ("train.txt", "train.txt.gz", "train.csv", "train.csv.gz"),
 ARCHIVE = "dac.tar.gz"
 DAY_FILE = re.compile(r"day_(0|[1-9][0-9]*)(\.txt)?(\.gz)?")
 CRITEO_1TB = schema.CRITEO_1TB
+COPY_BYTES = 1 << 24
+DECOMPRESS_BYTES = 1 << 20  # the parser's gzip message says after how many bytes: to 1 MB
+CSV_BLOCK_BYTES = 1 << 24
 
 
 def find_inputs(directory: Path) -> dict[str, Path] | None:
@@ -58,9 +62,9 @@ def find_inputs(directory: Path) -> dict[str, Path] | None:
         return None
     missing = sorted(set(NAMES) - set(found))
     if missing:
-        raise FileNotFoundError(f"{directory}: found {found[next(iter(found))].name} but no "
-                                f"{missing[0]} file (expected one of {', '.join(NAMES[missing[0]])}"
-                                f" or {ARCHIVE})")
+        raise InputNotFound(f"{directory}: found {found[next(iter(found))].name} but no "
+                            f"{missing[0]} file (expected one of {', '.join(NAMES[missing[0]])}"
+                            f" or {ARCHIVE})")
     return found
 
 
@@ -76,7 +80,7 @@ def find_days(directory: Path) -> dict[str, Path] | None:
             continue
         day = int(match.group(1))
         if day in days:
-            raise ValueError(f"{directory}: {days[day].name} and {path.name} are the same day; "
+            raise InputError(f"{directory}: {days[day].name} and {path.name} are the same day; "
                              f"keep one file per day")
         days[day] = path
     if not days:
@@ -84,10 +88,10 @@ def find_days(directory: Path) -> dict[str, Path] | None:
     missing = sorted(set(range(max(days) + 1)) - set(days))
     if missing:
         found = ", ".join(days[day].name for day in sorted(days))
-        raise ValueError(f"{directory}: day files must be contiguous from day_0, but day_"
+        raise InputError(f"{directory}: day files must be contiguous from day_0, but day_"
                          f"{missing[0]} is missing (found {found})")
     if len(days) < 2:
-        raise ValueError(f"{directory}: only {days[0].name}; the Criteo 1TB input needs at least "
+        raise InputError(f"{directory}: only {days[0].name}; the Criteo 1TB input needs at least "
                          f"two days (training days, then the last day for validation)")
     return {f"day_{day}": days[day] for day in range(len(days))}
 
@@ -111,7 +115,7 @@ def find_raw_input(directory: Path) -> RawInput | None:
     kaggle = [name for name in (*NAMES["train"], *NAMES["test"], ARCHIVE)
               if (directory / name).exists()]
     if kaggle:
-        raise ValueError(f"{directory}: holds both Kaggle files ({', '.join(kaggle)}) and Criteo "
+        raise InputError(f"{directory}: holds both Kaggle files ({', '.join(kaggle)}) and Criteo "
                          f"1TB day files ({', '.join(path.name for path in days.values())}); "
                          f"keep one dataset per folder")
     return RawInput(CRITEO_1TB, days)
@@ -124,75 +128,137 @@ def source_identity(inputs: dict[str, Path]) -> dict:
 
 
 def unpack(split: str, source: Path, out: Path) -> None:
-    """Puts `split`.txt (raw TSV) at `out`, linking plain text and converting everything else."""
+    """Puts `split`.txt (raw TSV) at `out`, linking plain text and converting everything else.
+
+    A damaged input is an InputError (or the parser's BadRowError) naming `source`; a full disk
+    a PipelineError naming `out` as it will be published."""
     name = source.name
     if name.endswith(".txt"):
         os.symlink(source.resolve(), out)
     elif name == ARCHIVE:
         _extract_from_tar(source, f"{split}.txt", out)
     elif name.endswith(".txt.gz"):
-        with gzip.open(source, "rb") as reader, open(out, "wb") as writer:
-            shutil.copyfileobj(reader, writer, 1 << 24)
+        _decompress(source, out)
     else:
         convert_kaggle_csv(source, split, out)
 
 
+def _decompress(source: Path, out: Path) -> None:
+    """Decompresses `source` into `out`; reads through the parser's reader, so a truncated .gz
+    gets the parser's message (file, bytes read, `gzip -t`)."""
+    buffer = memoryview(bytearray(DECOMPRESS_BYTES))
+    position = 0
+    with parse.open_raw(source) as reader, writing(out), open(out, "wb") as writer:
+        while read := parse._read_into(reader, buffer, source, position):
+            writer.write(buffer[:read])
+            position += read
+
+
+def shown_name(source: Path, split: str) -> str:
+    """How messages about the raw TSV of `split` name it: the user's file (and for the archive
+    the member), never the stage's temporary copy."""
+    return f"{source} ({split}.txt)" if source.name == ARCHIVE else str(source)
+
+
 def _extract_from_tar(archive: Path, member_name: str, out: Path) -> None:
-    with tarfile.open(archive, "r|gz") as tar:
-        for member in tar:
-            if Path(member.name).name == member_name and member.isfile():
-                with tar.extractfile(member) as reader, open(out, "wb") as writer:
-                    shutil.copyfileobj(reader, writer, 1 << 24)
-                return
-    raise FileNotFoundError(f"{archive}: no member named {member_name}")
+    try:
+        with tarfile.open(archive, "r|gz") as tar:
+            for member in tar:
+                if Path(member.name).name == member_name and member.isfile():
+                    with tar.extractfile(member) as reader, writing(out), \
+                            open(out, "wb") as writer:
+                        shutil.copyfileobj(reader, writer, COPY_BYTES)
+                    return
+    except (tarfile.TarError, *parse.GZIP_ERRORS) as error:
+        raise InputError(f"{archive}: corrupt or truncated archive, reading {member_name} "
+                         f"({error}); check it with `gzip -t {archive}` and download it "
+                         f"again") from error
+    raise InputNotFound(f"{archive}: no member named {member_name}; is it Criteo's "
+                        f"dac.tar.gz?")
 
 
 def convert_kaggle_csv(source: Path, split: str, out: Path) -> None:
-    """Kaggle CSV (Id,[Label,]I1..C26, header) -> raw TSV, checking header and contiguous Ids."""
+    """Kaggle CSV (Id,[Label,]I1..C26, header) -> raw TSV, checking header, column counts and
+    contiguous Ids; errors name `source` and its line."""
     expected = schema.CSV_TRAIN_HEADER if split == "train" else schema.CSV_TEST_HEADER
     first_id = schema.TRAIN_ID_START if split == "train" else schema.TEST_ID_START
-    with parse.open_raw(source, "rt") as handle:
-        header = tuple(handle.readline().strip().split(","))
+    try:
+        with parse.open_raw(source, "rt") as handle:
+            header = tuple(handle.readline().strip().split(","))
+    except (*parse.GZIP_ERRORS, UnicodeDecodeError) as error:
+        raise InputError(f"{source}: not readable as CSV text ({error}); check it (`gzip -t` "
+                         f"for a .gz)") from error
     if header != expected:
-        raise ValueError(f"{source}:1: header {','.join(header)[:120]!r} does not match the "
+        raise InputError(f"{source}:1: header {','.join(header)[:120]!r} does not match the "
                          f"Kaggle {split} header {','.join(expected)[:120]!r}...")
-    read_options = pa_csv.ReadOptions(block_size=1 << 24)
+    read_options = pa_csv.ReadOptions(block_size=CSV_BLOCK_BYTES)
     convert = pa_csv.ConvertOptions(column_types={name: pa.string() for name in expected},
                                     strings_can_be_null=False)
-    reader = pa_csv.open_csv(source, read_options=read_options, convert_options=convert)
     write_options = pa_csv.WriteOptions(include_header=False, delimiter="\t", quoting_style="none")
     row = 0
-    with open(out, "wb") as sink:
-        for batch in reader:
-            ids = batch.column("Id").to_pylist()
-            for offset, value in enumerate(ids):
-                if value != str(first_id + row + offset):
-                    raise ValueError(f"{source}:{row + offset + 2}: Id {value}, expected "
-                                     f"{first_id + row + offset} (rows must be complete and in order)")
-            row += len(ids)
-            table = pa.Table.from_batches([batch]).drop_columns(["Id"])
-            pa_csv.write_csv(table, sink, write_options)
+    try:
+        reader = pa_csv.open_csv(source, read_options=read_options, convert_options=convert)
+        with writing(out), open(out, "wb") as sink:
+            for batch in reader:
+                ids = batch.column("Id").to_pylist()
+                for offset, value in enumerate(ids):
+                    if value != str(first_id + row + offset):
+                        raise InputError(f"{source}:{row + offset + 2}: Id {value}, expected "
+                                         f"{first_id + row + offset} (rows must be complete and "
+                                         f"in order)")
+                row += len(ids)
+                table = pa.Table.from_batches([batch]).drop_columns(["Id"])
+                pa_csv.write_csv(table, sink, write_options)
+    except pa.ArrowInvalid as error:
+        raise _csv_error(source, len(expected), error) from error
+    except OSError as error:  # Arrow's reading errors (errno None): a damaged .csv.gz
+        if error.errno is not None:
+            raise
+        raise InputError(f"{source}: corrupt or truncated ({error}); check it"
+                         f"{' with `gzip -t`' if source.name.endswith('.gz') else ''} and "
+                         f"download it again") from error
 
 
-def check_columns(path: Path, split: str) -> None:
-    """The first line must have 40 columns in train (label first) and 39 in test."""
+def _csv_error(source: Path, expected: int, error: Exception) -> InputError:
+    """The first line of `source` without `expected` columns (Arrow's message names neither file
+    nor line), or what Arrow said with the file named."""
+    try:
+        with parse.open_raw(source, "rt") as handle:
+            for fields in (reader := csv.reader(handle)):
+                if len(fields) != expected:
+                    return InputError(
+                        f"{source}:{reader.line_num}: {len(fields)} comma-separated columns, "
+                        f"expected {expected} (Id, {'Label, ' if expected == 41 else ''}I1..I13, "
+                        f"C1..C26); fix or remove that row")
+    except (*parse.GZIP_ERRORS, UnicodeDecodeError, csv.Error) as reread:
+        return InputError(f"{source}: not readable as CSV ({reread})")
+    return InputError(f"{source}: not readable as CSV ({str(error).splitlines()[0][:200]})")
+
+
+def check_columns(path: Path, split: str, shown: str | Path | None = None) -> None:
+    """The first line must have 40 columns in train (label first) and 39 in test. Messages name
+    `shown` (the user's file; default `path`)."""
+    shown = path if shown is None else shown
     try:
         with parse.open_raw(path) as handle:
             first = handle.readline().rstrip(b"\r\n")
     except parse.GZIP_ERRORS as error:
-        raise ValueError(f"{path}: not readable as gzip ({error}); check it with `gzip -t`") \
+        raise InputError(f"{shown}: not readable as gzip ({error}); check it with `gzip -t`") \
             from error
     if not first:
-        raise ValueError(f"{path}: empty file")
+        rows = "no rows after the header" if str(shown).endswith((".csv", ".csv.gz")) \
+            else "no rows"
+        raise InputError(f"{shown}: empty file ({rows}); check the path, or download it again")
     columns = first.count(b"\t") + 1
     expected = 40 if split == "train" else 39
     if split == "test" and columns == 40:
-        raise ValueError(f"{path}:1: 40 columns; a test file has 39 (no label). Is it a train file?")
+        raise InputError(f"{shown}:1: 40 columns; a test file has 39 (no label). Is it a train "
+                         f"file?")
     if split == "train" and columns == 39 and first.split(b"\t")[0] not in (b"0", b"1"):
-        raise ValueError(f"{path}:1: 39 columns and no 0/1 label; a train file has 40 "
+        raise InputError(f"{shown}:1: 39 columns and no 0/1 label; a train file has 40 "
                          f"(label first). Is it a test file?")
     if columns > expected:
-        raise ValueError(f"{path}:1: {columns} tab-separated columns, expected {expected}")
+        raise InputError(f"{shown}:1: {columns} tab-separated columns, expected {expected}")
 
 
 def check_full_size(paths: dict[str, Path], rows: dict[str, int], verify_md5: bool,
@@ -218,7 +284,7 @@ def build_real(inputs: dict[str, Path], config: settings.PipelineConfig, out: Pa
     for split, source in inputs.items():
         paths[split] = out / f"{split}.txt"
         unpack(split, source, paths[split])
-        check_columns(paths[split], split)
+        check_columns(paths[split], split, shown_name(source, split))
         rows[split] = parse.count_lines(paths[split])
         print(f"  {split}: {source} -> {rows[split]:,} rows")
     md5 = check_full_size(paths, rows, config.raw.verify_md5, inputs)
@@ -232,7 +298,7 @@ def build_days(days: dict[str, Path], out: Path) -> dict:
     for source in days.values():
         link = out / source.name
         os.symlink(source.resolve(), link)
-        check_columns(link, "train")
+        check_columns(link, "train", source)
     print(f"  {len(days)} days: {days['day_0'].parent}/day_0 .. day_{len(days) - 1}, linked")
     return {"source": CRITEO_1TB, "inputs": {day: str(path) for day, path in days.items()},
             "days": [path.name for path in days.values()], "rows": None,
@@ -254,8 +320,8 @@ def locate(config: settings.PipelineConfig) -> RawInput | None:
     data_dir = Path(config.raw.data_dir) if config.raw.data_dir else DEFAULT_DATA_DIR
     found = find_raw_input(data_dir)
     if found is None and config.raw.data_dir:
-        raise FileNotFoundError(f"{data_dir}: no train.txt/test.txt (.gz), {ARCHIVE}, Kaggle "
-                                f"train.csv/test.csv or Criteo 1TB day files (day_0, day_1, ...)")
+        raise InputNotFound(f"{data_dir}: no train.txt/test.txt (.gz), {ARCHIVE}, Kaggle "
+                            f"train.csv/test.csv or Criteo 1TB day files (day_0, day_1, ...)")
     return found
 
 
