@@ -46,6 +46,10 @@ class InputNotFound(PipelineError, FileNotFoundError):
     """A required input file or folder is absent (a FileNotFoundError, as before)."""
 
 
+class StageNotReady(PipelineError, RuntimeError):
+    """A stage was asked to run before its input stages were built (a RuntimeError, as before)."""
+
+
 def shown_path(path) -> Path:
     """`path` as the user should see it: a stage's temporary folder `.tmp-<folder>-<pid>` named as
     the folder it becomes (`artifacts/<tag>/<folder>`)."""
@@ -150,13 +154,6 @@ def _is_config_error(error: BaseException) -> bool:
         _innermost_frame(error).f_code.co_name == "__post_init__"
 
 
-def _is_missing_input_stage(error: BaseException) -> bool:
-    """Stage.should_run's refusal when an input stage was never built (stages/manifest.py)."""
-    frame = _innermost_frame(error)
-    return frame is not None and frame.f_code.co_name == "should_run" and \
-        Path(frame.f_code.co_filename).resolve() == REPO_ROOT / "stages" / "manifest.py"
-
-
 def _yaml_message(error) -> str:
     mark = getattr(error, "problem_mark", None)
     problem = getattr(error, "problem", None)
@@ -211,8 +208,6 @@ def describe(error: BaseException) -> str | None:
         return _yaml_message(error)
     if isinstance(error, ValueError) and _is_config_error(error):
         return str(error)
-    if isinstance(error, RuntimeError) and _is_missing_input_stage(error):
-        return f"{error}; build it first (./run.sh --list shows every stage's state)"
     if isinstance(error, OSError):
         return _os_message(error)
     return None

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from stages import registry
+from stages import errors, registry
 from stages.code import code_digests
 from stages.paths import stage_dir
 
@@ -133,7 +133,8 @@ class Stage:
             print(f"[{self.label}] done, skipped ({self.directory})")
             return False
         if state == "missing" and why.startswith("input"):
-            raise RuntimeError(f"[{self.label}] cannot run: {why}")
+            raise errors.StageNotReady(f"[{self.label}] cannot run: {why}; build it first "
+                                      "(./run.sh --list shows every stage's state)")
         print(f"[{self.label}] {'forced rebuild' if state == 'done' else state}: {why}", flush=True)
         self.started = time.time()
         return True

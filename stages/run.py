@@ -19,7 +19,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from stages import registry, settings, status, tags
+from stages import errors, registry, settings, status, tags
 from stages.paths import REPO_ROOT, artifacts_root
 
 FULL_TRAIN_ROWS, FULL_TEST_ROWS = 45_840_617, 6_042_135
@@ -171,8 +171,8 @@ def main(argv=None) -> int:
         config_files, overrides = tags.resolve(args.tag, args.config, mine)
         config = settings.load_pipeline_config(config_files, overrides)
     except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        print(f"error: {errors.describe(error) or error}", file=sys.stderr)
+        return errors.EXIT_STATUS
     remembered_files, remembered_overrides = tags.remembered(args.tag)
     if remembered_files or remembered_overrides:
         shown = [f"--config {path}" for path in remembered_files] + \
@@ -208,4 +208,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(errors.run(main))
