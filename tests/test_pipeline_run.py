@@ -76,7 +76,7 @@ def test_an_edit_to_an_imported_module_makes_the_stage_stale(built, monkeypatch,
 
 
 def test_only_refuses_a_stage_whose_input_is_stale_like_list_says(built, monkeypatch, capsys):
-    edited(monkeypatch, "synthetic.py")  # stage 00's code only
+    edited(monkeypatch, "planted.py")  # stage 00's code only (preprocessing/synthetic/)
     table = listing(capsys, "--tag", "t")
     assert table["00_raw"][0] == "stale" and table["03_hash"][0] == "stale"
     assert "upstream 00_raw" in table["03_hash"][1]

@@ -2,6 +2,8 @@
 
 import json
 import re
+import subprocess
+import sys
 
 import numba
 import numpy as np
@@ -17,6 +19,10 @@ from sklearn.metrics import log_loss, roc_auc_score
 from threadpoolctl import threadpool_limits
 
 from preprocessing import schema, synthetic
+from preprocessing.synthetic import bayes, distributions, kernels, laws, planted
+from preprocessing.synthetic.__main__ import main
+from stages import code
+from stages.paths import REPO_ROOT
 
 TRAIN_ROWS, TEST_ROWS, SEED = 30_000, 4_000, 2014
 FIT_ROWS = 24_000  # models below fit on these train rows and are scored on the rest
@@ -170,8 +176,8 @@ def test_a_failed_run_leaves_no_files(tmp_path, monkeypatch):
             raise RuntimeError("killed")
         return original(*args)
 
-    original = synthetic._format_blocks
-    monkeypatch.setattr(synthetic, "_format_blocks", failing_format)
+    original = kernels.format_blocks
+    monkeypatch.setattr(kernels, "format_blocks", failing_format)
     with pytest.raises(RuntimeError, match="killed"):
         synthetic.generate(tmp_path, 3_000, 500, chunk_rows=1_000)
     assert list(tmp_path.iterdir()) == []
@@ -188,16 +194,36 @@ def test_sizes_are_checked_and_the_smallest_work(tmp_path):
 
 
 def test_command_line_writes_files_and_prints_scores(tmp_path, capsys):
-    synthetic.main(["--out", str(tmp_path), "--train-rows", "700", "--test-rows", "100",
-                    "--seed", "3"])
+    main(["--out", str(tmp_path), "--train-rows", "700", "--test-rows", "100", "--seed", "3"])
     assert sorted(path.name for path in tmp_path.iterdir()) == sorted(FILES)
     printed = capsys.readouterr().out
     assert "Bayes logloss" in printed and "click rate" in printed
     assert json.loads((tmp_path / "truth.json").read_text())["rows"] == {"train": 700, "test": 100}
 
 
+def test_the_package_runs_with_python_dash_m():
+    result = subprocess.run([sys.executable, "-m", "preprocessing.synthetic", "--help"],
+                            cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    assert "--train-rows" in result.stdout and "planted model" in result.stdout
+
+
+def test_stage_00_code_covers_every_module_the_generator_runs():
+    """Stage 00 (preprocessing.raw) imports the package; its code fingerprint must see every
+    module that shapes the data (the command line alone is not run by the stage)."""
+    package = REPO_ROOT / "preprocessing" / "synthetic"
+    modules = {f"preprocessing.synthetic.{path.stem}" for path in package.glob("*.py")
+               if path.stem not in ("__init__", "__main__")}
+    assert modules and modules <= set(code.import_closure("preprocessing.raw"))
+
+
+def test_the_kernels_refuse_a_planted_model_of_another_latent_dimension(monkeypatch):
+    monkeypatch.setattr(planted, "LATENT_DIM", kernels.LATENT_DIM + 1)
+    with pytest.raises(ValueError, match="LATENT_DIM"):
+        kernels.kernel_inputs(SEED, "train")
+
+
 def test_auc_uses_strided_rows_above_the_limit(tmp_path, monkeypatch):
-    monkeypatch.setattr(synthetic, "AUC_MAX_ROWS", 500)
+    monkeypatch.setattr(bayes, "AUC_MAX_ROWS", 500)
     summary = synthetic.generate(tmp_path, 3_000, 100, chunk_rows=700)
     assert summary["bayes"]["train"]["auc_rows"] == 500
     assert summary["bayes"]["valid"]["auc_rows"] == 429  # all of round(3000 / 7)
@@ -219,7 +245,7 @@ def test_click_rate_truth_and_labels_agree(generated, train_table):
     assert 0 < truth.min() and truth.max() < 1
     train, valid = summary["bayes"]["train"], summary["bayes"]["valid"]
     assert train["click_rate"] == pytest.approx(labels.mean())
-    assert train["click_rate"] == pytest.approx(synthetic.TARGET_CLICK_RATE, abs=0.012)
+    assert train["click_rate"] == pytest.approx(laws.TARGET_CLICK_RATE, abs=0.012)
     assert truth.mean() == pytest.approx(labels.mean(), abs=0.01)
     assert train["bayes_logloss"] == pytest.approx(log_loss(labels, truth.astype(np.float64)))
     assert train["bayes_auc"] == pytest.approx(roc_auc_score(labels, truth))
@@ -237,7 +263,7 @@ def test_click_rate_truth_and_labels_agree(generated, train_table):
 
 def test_base_rate_drifts_over_the_days(generated):
     truth = np.load(generated[0] / "train.truth.npy")
-    daily = [day.mean() for day in np.array_split(truth, synthetic.TRAIN_DAYS)]
+    daily = [day.mean() for day in np.array_split(truth, planted.TRAIN_DAYS)]
     assert max(daily) - min(daily) > 0.01
 
 
@@ -245,7 +271,7 @@ def test_planted_pairs_are_in_the_truth(generated, train_codes):
     """A ridge fit of the true logit on one-hot fields (+ the day) leaves much less held-out
     error once the planted pairs are crossed, and none less with crosses of unrelated fields."""
     target = logit(np.load(generated[0] / "train.truth.npy"))
-    days = (np.arange(TRAIN_ROWS) * synthetic.TRAIN_DAYS // TRAIN_ROWS, synthetic.TRAIN_DAYS)
+    days = (np.arange(TRAIN_ROWS) * planted.TRAIN_DAYS // TRAIN_ROWS, planted.TRAIN_DAYS)
 
     def held_out_error(pairs):
         crosses = [frequent_codes(train_codes[a][0] * train_codes[b][1] + train_codes[b][0])
@@ -254,10 +280,10 @@ def test_planted_pairs_are_in_the_truth(generated, train_codes):
         weights = lsqr(design[:FIT_ROWS], target[:FIT_ROWS], damp=3.0, atol=1e-5, btol=1e-5)[0]
         return np.mean((design[FIT_ROWS:] @ weights - target[FIT_ROWS:]) ** 2)
 
-    assert not set(CONTROL_PAIRS) & set(synthetic.PLANTED_PAIRS)
+    assert not set(CONTROL_PAIRS) & set(planted.PLANTED_PAIRS)
     with threadpool_limits(1):  # lsqr's vector norms are too small for BLAS threads to pay off
         first_order = held_out_error([])
-        assert held_out_error(synthetic.PLANTED_PAIRS) < 0.8 * first_order
+        assert held_out_error(planted.PLANTED_PAIRS) < 0.8 * first_order
         assert held_out_error(CONTROL_PAIRS) > 0.97 * first_order
 
 
@@ -279,9 +305,9 @@ def test_first_order_logistic_regression_is_measurably_worse_than_the_truth(gene
 def test_missing_rates_follow_the_measured_groups(train_table):
     rates = missing_rates(train_table)
     expected = {name: 0.0 for name in schema.FIELD_NAMES}
-    for group in synthetic.MISSING_GROUPS.values():
+    for group in laws.MISSING_GROUPS.values():
         expected.update(group)
-    for name in synthetic.BLANK_ROW_FIELDS:
+    for name in laws.BLANK_ROW_FIELDS:
         expected[name] += expected["I8"] * (1 - expected[name])  # blank rows add to them
     for name in schema.FIELD_NAMES:
         assert rates[name] == pytest.approx(expected[name], abs=0.01), name
@@ -296,12 +322,12 @@ def test_integer_fields_have_zeros_negatives_and_heavy_tails(train_table):
     assert i2.min() >= -2
     assert np.quantile(i5, 0.99) > 50 * np.median(i5)
     for name in schema.INT_NAMES:
-        assert present_ints(train_table, name).max() <= synthetic.int_max_value(name), name
+        assert present_ints(train_table, name).max() <= distributions.int_max_value(name), name
 
 
 def test_categorical_values_follow_the_fitted_laws(train_table):
     for name in ("C1", "C5", "C9", "C10", "C14", "C20", "C23"):
-        top = synthetic.rank_probabilities(name, np.array([0]))[0]
+        top = distributions.rank_probabilities(name, np.array([0]))[0]
         assert top_share(train_table, name) == pytest.approx(top, abs=0.02), name
     for name in ("C3", "C7", "C10", "C24"):
         values = train_table[name].to_numpy(zero_copy_only=False)
@@ -315,14 +341,14 @@ def test_categorical_values_follow_the_fitted_laws(train_table):
 def expected_vocabulary(field: str, rows: int, min_count: int = 10) -> tuple[float, float]:
     """Expected (distinct values, values seen >= min_count times) among `rows` draws of a field's
     value law: exact over the first 65,536 ranks, then over log-spaced rank bins."""
-    support = synthetic.CAT_VALUE_LAWS[field][4]
+    support = laws.CAT_VALUE_LAWS[field][4]
     head = np.arange(min(support, 1 << 16))
-    rates = rows * synthetic.rank_probabilities(field, head)
+    rates = rows * distributions.rank_probabilities(field, head)
     distinct, frequent = np.sum(-np.expm1(-rates)), np.sum(gammainc(min_count, rates))
     if support > len(head):
         edges = np.unique(np.geomspace(len(head), support, 4001).astype(np.int64))
         widths = np.diff(edges)
-        rates = rows * synthetic.rank_probabilities(field, edges[:-1] + (widths - 1) / 2)
+        rates = rows * distributions.rank_probabilities(field, edges[:-1] + (widths - 1) / 2)
         distinct += np.sum(widths * -np.expm1(-rates))
         frequent += np.sum(widths * gammainc(min_count, rates))
     return float(distinct), float(frequent)
