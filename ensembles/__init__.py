@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from stages import errors
+
 PREDICTION_FILE = "{split}.pred.npy"
 
 
@@ -22,11 +24,11 @@ def read_predictions(directory: Path, split: str, rows: int) -> np.ndarray:
         raise FileNotFoundError(f"{path}: missing; rebuild the stage that writes it")
     predictions = np.load(path).astype(np.float64)
     if predictions.shape != (rows,):
-        raise ValueError(f"{path}: shape {predictions.shape}, the {split} split has {rows} rows")
+        raise errors.InputError(f"{path}: shape {predictions.shape}, the {split} split has {rows} rows")
     bad = ~np.isfinite(predictions) | (predictions < 0) | (predictions > 1)
     if bad.any():
         row = int(np.argmax(bad))
-        raise ValueError(f"{path}: {int(bad.sum())} values are not probabilities in [0, 1] "
+        raise errors.InputError(f"{path}: {int(bad.sum())} values are not probabilities in [0, 1] "
                          f"(first at row {row}: {predictions[row]})")
     return predictions
 

@@ -35,6 +35,7 @@ from sklearn.isotonic import IsotonicRegression
 from ensembles import metrics, read_predictions, report, write_predictions
 from preprocessing.field_spec import open_field_files
 from stages import config as config_lib
+from stages import errors
 from stages import settings
 from stages.manifest import Stage
 from stages.paths import stage_dir
@@ -53,7 +54,7 @@ def winners_shift(probabilities: np.ndarray) -> np.ndarray:
 def correct_negative_sampling(probabilities: np.ndarray, rate: float) -> np.ndarray:
     """Undoes training on a fraction `rate` of the negatives: q = p / (p + (1 - p) / rate)."""
     if not 0 < rate <= 1:
-        raise ValueError(f"negative_sampling_rate={rate}: must be in (0, 1]")
+        raise errors.InputError(f"negative_sampling_rate={rate}: must be in (0, 1]")
     probabilities = np.asarray(probabilities, np.float64)
     if rate == 1:  # nothing to undo: keep the values bit for bit
         return probabilities
@@ -77,7 +78,7 @@ def fit(method: str, probabilities: np.ndarray, labels: np.ndarray) -> dict:
                                    out_of_bounds="clip")
         model.fit(np.asarray(probabilities, np.float64), labels)
         return {"x": model.X_thresholds_.tolist(), "y": model.y_thresholds_.tolist()}
-    raise ValueError(f"calibrate.method: unknown method {method!r}; known: "
+    raise errors.InputError(f"calibrate.method: unknown method {method!r}; known: "
                      f"{settings.CALIBRATION_METHODS}")
 
 
@@ -96,7 +97,7 @@ def transform(method: str, params: dict, probabilities: np.ndarray) -> np.ndarra
         # IsotonicRegression.predict interpolates linearly between thresholds and clips outside.
         result = np.interp(probabilities, params["x"], params["y"])
     else:
-        raise ValueError(f"unknown calibration method {method!r}")
+        raise errors.InputError(f"unknown calibration method {method!r}")
     return np.clip(result, metrics.EPSILON, 1 - metrics.EPSILON)
 
 

@@ -50,6 +50,14 @@ def write_libffm(path: Path, split: field_spec.SplitArrays) -> None:
                              options)
 
 
+class _CodeNames(dict):
+    """Names a non-hex categorical value by its code (its text lives in 02_count, not an input
+    of this stage): a frequent one only needs a column name."""
+
+    def __missing__(self, code: int) -> str:
+        return f"#{code:016x}"
+
+
 def frequent_values(directory: Path, spec: field_spec.FieldSpec, fraction: float) -> list:
     """[(column name, global id)] of categorical values in more than `fraction` of train rows."""
     threshold = fraction * (spec.rows["train"])
@@ -61,7 +69,7 @@ def frequent_values(directory: Path, spec: field_spec.FieldSpec, fraction: float
             codes, ids, counts = (vocabulary[f"{key}_{field.name}"]
                                   for key in ("codes", "ids", "counts"))
             for position in np.flatnonzero(counts > threshold):
-                name = keys.key(index, int(codes[position]), {}).replace("-", "=", 1)
+                name = keys.key(index, int(codes[position]), _CodeNames()).replace("-", "=", 1)
                 columns.append((name, field.offset + int(ids[position]), index))
     return columns
 

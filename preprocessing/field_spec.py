@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from stages import errors
+
 FORMAT_VERSION = 1
 SPEC_FILE = "field_spec.json"
 FIELD_KINDS = ("int", "cat", "leaf")
@@ -76,7 +78,7 @@ class FieldSpec:
     @classmethod
     def from_json(cls, data: dict, source: str = SPEC_FILE) -> FieldSpec:
         if data.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{source}: format_version {data.get('format_version')!r}, "
+            raise errors.InputError(f"{source}: format_version {data.get('format_version')!r}, "
                              f"this code reads {FORMAT_VERSION}")
         fields = tuple(Field(**field) for field in data["fields"])
         spec = cls(fields=fields, rows=data["rows"], hashing=data["hashing"],
@@ -85,7 +87,7 @@ class FieldSpec:
         spec.check(source)
         if data.get("num_fields") != spec.num_fields or \
                 data.get("total_vocabulary_size") != spec.total_vocabulary_size:
-            raise ValueError(f"{source}: num_fields/total_vocabulary_size disagree with fields")
+            raise errors.InputError(f"{source}: num_fields/total_vocabulary_size disagree with fields")
         return spec
 
     @classmethod
@@ -100,16 +102,16 @@ class FieldSpec:
         expected_offset = 0
         for field in self.fields:
             if field.kind not in FIELD_KINDS:
-                raise ValueError(f"{source}: field {field.name}: unknown kind {field.kind!r}")
+                raise errors.InputError(f"{source}: field {field.name}: unknown kind {field.kind!r}")
             if field.vocabulary_size < FIRST_VALUE_ID:
-                raise ValueError(f"{source}: field {field.name}: vocabulary_size "
+                raise errors.InputError(f"{source}: field {field.name}: vocabulary_size "
                                  f"{field.vocabulary_size} < {FIRST_VALUE_ID} reserved ids")
             if field.offset != expected_offset:
-                raise ValueError(f"{source}: field {field.name}: offset {field.offset}, "
+                raise errors.InputError(f"{source}: field {field.name}: offset {field.offset}, "
                                  f"expected {expected_offset}")
             expected_offset += field.vocabulary_size
         if len(set(self.field_names)) != self.num_fields:
-            raise ValueError(f"{source}: duplicate field names")
+            raise errors.InputError(f"{source}: duplicate field names")
 
     def with_fields(self, new_fields: list[tuple[str, str, int]], **extra) -> FieldSpec:
         """A spec with fields (name, kind, vocabulary_size) appended after the existing ones."""
@@ -146,7 +148,7 @@ def open_split(directory: Path, spec: FieldSpec, split: str, check_ids: bool = F
     ids = _open(paths["ids"], np.int64, (rows,))
     ints = _open(paths["ints"], np.float32, None) if paths["ints"].exists() else None
     if ints is not None and ints.shape[0] != rows:
-        raise ValueError(f"{paths['ints']}: {ints.shape[0]} rows, {SPEC_FILE} says {rows}")
+        raise errors.InputError(f"{paths['ints']}: {ints.shape[0]} rows, {SPEC_FILE} says {rows}")
     if check_ids:
         verify_ids(fields, spec, paths["fields"])
     return SplitArrays(fields, labels, ids, ints)
@@ -161,7 +163,7 @@ def verify_ids(fields: np.ndarray, spec: FieldSpec, source, chunk_rows: int = 1 
         bad = (block < low) | (block >= high)
         if bad.any():
             row, column = np.argwhere(bad)[0]
-            raise ValueError(f"{source}: row {start + row}, field {spec.field_names[column]}: "
+            raise errors.InputError(f"{source}: row {start + row}, field {spec.field_names[column]}: "
                              f"id {block[row, column]} outside [{low[column]}, {high[column]})")
 
 
@@ -176,7 +178,7 @@ def _open(path: Path, dtype, shape) -> np.ndarray:
         raise FileNotFoundError(f"{path}: missing; rerun stage 03 (./run.sh --only 03 --force)")
     array = np.load(path, mmap_mode="r")
     if array.dtype != dtype:
-        raise ValueError(f"{path}: dtype {array.dtype}, {SPEC_FILE} requires {np.dtype(dtype)}")
+        raise errors.InputError(f"{path}: dtype {array.dtype}, {SPEC_FILE} requires {np.dtype(dtype)}")
     if shape is not None and array.shape != shape:
-        raise ValueError(f"{path}: shape {array.shape}, {SPEC_FILE} requires {shape}")
+        raise errors.InputError(f"{path}: shape {array.shape}, {SPEC_FILE} requires {shape}")
     return array

@@ -37,6 +37,7 @@ from preprocessing.npy import NpyWriter
 from preprocessing.split import describe as describe_parts
 from preprocessing.split import file_plan, load_split
 from stages import config as config_lib
+from stages import errors
 from stages import settings
 from stages.manifest import Stage
 from stages.paths import stage_dir
@@ -202,7 +203,7 @@ def build(tag: str, config: settings.PipelineConfig, out: Path) -> field_spec.Fi
     for file, parts in file_plan(splits):
         labelled = "test" not in parts
         if not labelled and len(parts) > 1:
-            raise ValueError(f"split.json: {file} holds the test split and another one")
+            raise errors.InputError(f"split.json: {file} holds the test split and another one")
         id_start = next_train_id if labelled else schema.TEST_ID_START
         file_positives, lines, file_problems = hash_file(
             raw_dir / file, parts, writers, tables, offsets, labelled, config.raw.on_bad_row,

@@ -49,6 +49,7 @@ from sklearn.metrics import log_loss
 from preprocessing import export, field_spec, keys
 from preprocessing.npy import NpyWriter
 from stages import config as config_lib
+from stages import errors
 from stages import settings
 from stages.manifest import Stage
 from stages.paths import stage_dir
@@ -202,7 +203,7 @@ def leaf_spec(spec: field_spec.FieldSpec, vocabulary: list[dict], provenance: di
     names = [(f"T{tree + 1}", "leaf", entry["size"]) for tree, entry in enumerate(vocabulary)]
     taken = set(spec.field_names) & {name for name, _, _ in names}
     if taken:
-        raise ValueError(f"03_hash/field_spec.json already has fields {sorted(taken)}")
+        raise errors.InputError(f"03_hash/field_spec.json already has fields {sorted(taken)}")
     extended = spec.with_fields(names, leaves=provenance)
     return dataclasses.replace(extended, min_count={**extended.min_count, "leaf": 1})
 

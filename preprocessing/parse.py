@@ -450,7 +450,7 @@ def _iter_blocks(path: Path, block_bytes: int):
     buffers = [bytearray(block_bytes), bytearray(block_bytes)]
     current, filled, text_bytes = 0, 0, 0
     with open_raw(path) as handle, ThreadPoolExecutor(1) as reader:
-        pending = reader.submit(_read_into, handle, memoryview(buffers[0]), path, 0)
+        pending = reader.submit(read_into, handle, memoryview(buffers[0]), path, 0)
         while True:
             read = pending.result()
             buffer = buffers[current]
@@ -466,14 +466,14 @@ def _iter_blocks(path: Path, block_bytes: int):
             cut = buffer.rfind(b"\n", 0, filled) + 1
             if cut == 0:  # a line longer than the buffer
                 buffers[current] = buffer = _grown(buffer)
-                pending = reader.submit(_read_into, handle, memoryview(buffer)[filled:], path,
+                pending = reader.submit(read_into, handle, memoryview(buffer)[filled:], path,
                                         text_bytes + filled)
                 continue
             if len(buffers[1 - current]) < len(buffer):
                 buffers[1 - current] = bytearray(len(buffer))
             following = buffers[1 - current]
             following[:filled - cut] = buffer[cut:filled]
-            pending = reader.submit(_read_into, handle, memoryview(following)[filled - cut:],
+            pending = reader.submit(read_into, handle, memoryview(following)[filled - cut:],
                                     path, text_bytes + filled)
             yield np.frombuffer(buffer, dtype=np.uint8, count=cut)
             filled -= cut
@@ -481,7 +481,7 @@ def _iter_blocks(path: Path, block_bytes: int):
             current = 1 - current
 
 
-def _read_into(handle, view, path: Path, position: int) -> int:
+def read_into(handle, view, path: Path, position: int) -> int:
     """handle.readinto(view); a damaged .gz (a download cut short) is an error naming the file."""
     try:
         return handle.readinto(view)

@@ -124,7 +124,7 @@ def find_raw_input(directory: Path) -> RawInput | None:
 def source_identity(inputs: dict[str, Path]) -> dict:
     """What makes stage 00 stale: the input files' paths, sizes and modification times."""
     return {split: {"path": str(path.resolve()), "bytes": path.stat().st_size,
-                    "mtime": int(path.stat().st_mtime)} for split, path in inputs.items()}
+                    "mtime_ns": path.stat().st_mtime_ns} for split, path in inputs.items()}
 
 
 def unpack(split: str, source: Path, out: Path) -> None:
@@ -149,7 +149,7 @@ def _decompress(source: Path, out: Path) -> None:
     buffer = memoryview(bytearray(DECOMPRESS_BYTES))
     position = 0
     with parse.open_raw(source) as reader, writing(out), open(out, "wb") as writer:
-        while read := parse._read_into(reader, buffer, source, position):
+        while read := parse.read_into(reader, buffer, source, position):
             writer.write(buffer[:read])
             position += read
 

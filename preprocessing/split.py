@@ -16,6 +16,7 @@ import json
 
 from preprocessing import schema
 from stages import config as config_lib
+from stages import errors
 from stages import settings
 from stages.manifest import Stage
 from stages.paths import stage_dir
@@ -37,10 +38,10 @@ class Part:
 def split_ranges(train_rows: int, test_rows: int, valid_fraction: float) -> dict[str, list[Part]]:
     """The Kaggle split: train.txt rows [0, b) and [b, N), all test rows."""
     if not 0 < valid_fraction < 1:
-        raise ValueError(f"split.valid_fraction={valid_fraction}: must be in (0, 1)")
+        raise errors.InputError(f"split.valid_fraction={valid_fraction}: must be in (0, 1)")
     valid_rows = round(train_rows * valid_fraction)
     if valid_rows < 1 or valid_rows >= train_rows:
-        raise ValueError(f"split.valid_fraction={valid_fraction} of {train_rows} train rows leaves "
+        raise errors.InputError(f"split.valid_fraction={valid_fraction} of {train_rows} train rows leaves "
                          f"{valid_rows} validation rows; need at least one in each split")
     boundary = train_rows - valid_rows
     return {"train": [Part("train.txt", 0, boundary)],
@@ -74,7 +75,7 @@ def parse_split(data: dict, source: str = "split.json") -> dict[str, list[Part]]
     """split.json's content -> {split: [Part, ...]}; ValueError naming `source` if malformed."""
     if not isinstance(data, dict) or set(data) != set(SPLITS) or \
             not all(isinstance(data[split], list) for split in SPLITS):
-        raise ValueError(f"{source}: expected the splits {', '.join(SPLITS)}, each a list of "
+        raise errors.InputError(f"{source}: expected the splits {', '.join(SPLITS)}, each a list of "
                          f"parts (rebuild stage 01 if it was written by an older version)")
     return {split: [_part(item, f"{source}: {split} part") for item in data[split]]
             for split in SPLITS}
@@ -88,7 +89,7 @@ def _part(item, where: str) -> Part:
         if isinstance(rows, list) and len(rows) == 2 and all(isinstance(r, int) for r in rows) \
                 and 0 <= rows[0] <= rows[1]:
             return Part(item["file"], rows[0], rows[1])
-    raise ValueError(f"{where} {item!r}: expected {{\"file\": NAME, \"rows\": [start, stop] or "
+    raise errors.InputError(f"{where} {item!r}: expected {{\"file\": NAME, \"rows\": [start, stop] or "
                      f"null}}")
 
 
@@ -105,7 +106,7 @@ def file_plan(splits: dict[str, list[Part]]) -> list[tuple[str, dict[str, Part]]
     for split, parts in splits.items():
         for part in parts:
             if split in plan.setdefault(part.file, {}):
-                raise ValueError(f"split.json: {split} names {part.file} twice")
+                raise errors.InputError(f"split.json: {split} names {part.file} twice")
             plan[part.file][split] = part
     return list(plan.items())
 

@@ -22,6 +22,11 @@ class RawConfig:
     max_skipped_fraction: float = 0.01
     verify_md5: bool = True  # md5 prefix check when the full-size Kaggle files are given
 
+    def __post_init__(self):
+        if not 0 <= self.max_skipped_fraction <= 1:
+            raise ValueError(f"config.raw.max_skipped_fraction: {self.max_skipped_fraction}; "
+                             "a share of the rows, 0 .. 1")
+
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticConfig:
@@ -105,9 +110,20 @@ class CalibrateConfig:
 class BlendConfig:
     name: str = "ens_logit"  # artifacts/<tag>/07_ensemble/<name>/
     members: tuple[str, ...] = ()  # model ids; empty: every id in `models`
-    # weighted: non-negative logit weights fitted on validation, kept only if they beat the plain
-    # average on both held-out halves; average: the plain mean of the members' logits.
-    method: typing.Literal["weighted", "average"] = "weighted"
+    # select: of greedy forward selection with replacement (Caruana et al. 2004), non-negative
+    # stacking, the plain average and the best single member, each cross-fitted on halves of the
+    # validation split, the lowest held-out logloss among those no worse than the single member on
+    # either half; weighted: stacking, kept only if it beats the better of the average and the
+    # single member on both halves by two standard errors; average: the plain mean of the logits.
+    # See ensembles/blend.py.
+    method: typing.Literal["select", "weighted", "average"] = "select"
+    rounds: int = 20  # select: greedy steps (the selected ensemble has at most this many picks)
+    bags: int = 1  # select: > 1 averages the selections over random halves of the members
+
+    def __post_init__(self):
+        if self.rounds < 1 or self.bags < 1:
+            raise ValueError(f"config.ensemble.blends[{self.name}]: rounds and bags must be >= 1 "
+                             f"(rounds {self.rounds}, bags {self.bags})")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from preprocessing.schema import FULL_TEST_ROWS, TEST_ID_START
+from stages import errors
 from stages.paths import stage_dir
 
 HEADER = b"Id,Predicted"
@@ -32,7 +33,7 @@ NUMBER_CHARACTERS = b"0123456789.eE+-"
 BLOCK_BYTES = 1 << 22  # lines are read and checked in blocks of about this size
 
 
-class SubmissionError(ValueError):
+class SubmissionError(errors.InputError):
     """A broken submission file; the message starts with `FILE:line N:`."""
 
 
@@ -56,7 +57,7 @@ def stage_00_test_rows(tag: str) -> int:
                                 f"count of test.txt rows: build stage 00 (./run.sh --only 00)")
     rows = json.loads(path.read_text()).get("rows")
     if not isinstance(rows, dict) or not isinstance(rows.get("test"), int):
-        raise ValueError(f"{path}: no test row count (rows: {rows!r}); the input has no "
+        raise errors.InputError(f"{path}: no test row count (rows: {rows!r}); the input has no "
                          f"Kaggle test set to submit")
     return rows["test"]
 
@@ -78,7 +79,7 @@ def validate(path: Path, rows: int = FULL_TEST_ROWS,
     """Raises SubmissionError naming the file and line of the first problem."""
     path = Path(path)
     if rows < 1:
-        raise ValueError(f"rows={rows}: a submission has at least one test row")
+        raise errors.InputError(f"rows={rows}: a submission has at least one test row")
     if not path.is_file():
         raise SubmissionError(f"{path}: no such file")
     try:

@@ -38,7 +38,7 @@ from tqdm import tqdm
 from ensembles import read_predictions, report
 from preprocessing.field_spec import SPEC_FILE, FieldSpec, open_field_files
 from preprocessing.schema import CRITEO_1TB, FULL_TEST_ROWS, TEST_ID_START
-from stages import settings
+from stages import errors, settings
 from stages.manifest import Stage, file_md5
 from stages.paths import REPO_ROOT, artifacts_root, stage_dir
 from submissions.validate import HEADER, SubmissionError, SubmissionSummary, \
@@ -100,17 +100,17 @@ def write_submission(path: Path, ids: np.ndarray, probabilities: np.ndarray, *,
     ids = np.asarray(ids, np.int64)
     probabilities = np.asarray(probabilities, np.float64)
     if probabilities.shape != ids.shape or ids.ndim != 1 or len(ids) == 0:
-        raise ValueError(f"{path.name}: {probabilities.shape} predictions for {ids.shape} test Ids")
+        raise errors.InputError(f"{path.name}: {probabilities.shape} predictions for {ids.shape} test Ids")
     if len(ids) != rows:
         raise SubmissionError(f"{path.name}: {len(ids):,} test Ids, but stage 00 counted {rows:,} "
                               f"test rows; a submission needs exactly one row per test line")
     if not np.array_equal(ids, TEST_ID_START + np.arange(len(ids))):
         row = int(np.argmax(ids != TEST_ID_START + np.arange(len(ids))))
-        raise ValueError(f"{path.name}: test Id {ids[row]} at row {row}, expected "
+        raise errors.InputError(f"{path.name}: test Id {ids[row]} at row {row}, expected "
                          f"{TEST_ID_START + row}; the test Ids must be 60000000 + row")
     if not np.isfinite(probabilities).all():
         row = int(np.argmax(~np.isfinite(probabilities)))
-        raise ValueError(f"{path.name}: non-finite prediction {probabilities[row]} at test row "
+        raise errors.InputError(f"{path.name}: non-finite prediction {probabilities[row]} at test row "
                          f"{row}")
     probabilities = np.clip(probabilities, CLIP, 1 - CLIP)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,11 +149,11 @@ def resolve_source(config: settings.PipelineConfig) -> str:
     source = config.submit.source
     if source is None:
         if not config.ensemble.blends:
-            raise ValueError("submit.source: null needs at least one entry in ensemble.blends")
+            raise errors.InputError("submit.source: null needs at least one entry in ensemble.blends")
         return f"07_ensemble/{config.ensemble.blends[0].name}"
     parts = source.split("/")
     if len(parts) != 2 or parts[0] not in SOURCE_STAGES or not parts[1]:
-        raise ValueError(f"submit.source={source!r}: expected STAGE/ID with STAGE one of "
+        raise errors.InputError(f"submit.source={source!r}: expected STAGE/ID with STAGE one of "
                          f"{SOURCE_STAGES}, e.g. 07_ensemble/ens_logit or 06_calibrate/ipnn")
     return source
 

@@ -102,6 +102,17 @@ def test_export_writes_libffm_and_gbdt_inputs(artifacts, raw_dir):
     assert all(0.05 * spec.rows["train"] < gbdt[:, column].sum() for column in range(13, len(columns)))
 
 
+def test_a_frequent_value_that_is_not_hex_gets_a_gbdt_column(artifacts, raw_dir):
+    lines = (raw_dir / "train.txt").read_text().splitlines(keepends=True)
+    with open(raw_dir / "train.txt", "w") as handle:  # C1 (column 15) is "Other" in every row
+        handle.writelines("\t".join(line.split("\t")[:14] + ["Other"] + line.split("\t")[15:])
+                          for line in lines)
+    run_stages("t", *data_option(raw_dir), "--set", "export.gbdt_frequent_fraction=0.5",
+               modules=ALL)
+    columns = json.loads((stage_dir("t", "04_export") / "gbdt_columns.json").read_text())
+    assert any(str(column).startswith("C1=#") for column in columns), columns
+
+
 def test_reader_rejects_arrays_that_disagree_with_the_spec(artifacts, raw_dir):
     run_stages("t", *data_option(raw_dir))
     directory = stage_dir("t", "03_hash")
