@@ -221,6 +221,11 @@ def write_planted_field_files(directory: Path, *, rows=(20_000, 5_000, 1_000), n
     w ~ N(0, first_order_scale^2), u ~ N(0, 1) in d = latent_dim dimensions, s = pair_strength;
     values uniform per field. Writes truth.json (the planted pairs, by field name) beside the
     arrays and returns the planted pairs.
+
+    Not a copy of preprocessing.synthetic's planted model, which is fixed to the 39 Criteo fields
+    (TABLE_SIZE-row tables keyed by hashed tokens, its own pairs, strengths, triples and drift)
+    and evaluated row by row inside its numba kernel: this toy takes the fields, sizes, pairs and
+    strength as arguments, which is what the experiments vary.
     """
     rng = np.random.default_rng(seed)
     names = [f"F{index + 1}" for index in range(num_fields)]
