@@ -4,8 +4,9 @@ Reads the `metrics.json` files of stages 05-07 and the stage 08 record under `ar
 and says what the numbers were made from (00_raw/raw.json, 03_hash/field_spec.json, the models'
 presets). Writes `artifacts/<T>/REPORT.md`: one row per trained model (validation logloss, AUC,
 relative information gain, examples/s, parameters, wall time, the calibration chosen and its
-effect, links to the learning curve and reliability diagram), one row per blend (with the
-held-out logloss of each blend candidate) and the submission written.
+effect, links to the learning curve and reliability diagram), one row per blend (the candidate
+chosen, each member's weight, the held-out logloss of each blend candidate) and the submission
+written.
 With `--readme` the same tables replace the text between the markers
 `<!-- results:begin -->` and `<!-- results:end -->` in README.md, with links rooted at the repo.
 Stage 08 refreshes REPORT.md after every run; README.md changes only on request.
@@ -30,7 +31,11 @@ END_MARKER = "<!-- results:end -->"
 MODEL_HEADER = ("| model | valid logloss | AUC | RIG | examples/s | parameters | wall s | "
                 "calibration | calibrated logloss | ECE before → after | plots |")
 BLEND_HEADER = ("| ensemble | method (source) | weights | valid logloss | AUC | RIG | "
-                "plain average | best member | held-out: weighted / average / single | plots |")
+                "plain average | best member | held-out: weighted / average / single / select | "
+                "plots |")
+# The blend candidates in the held-out column; "select" is left out of blends written before it
+# existed (and of `weighted` blends, which do not fit it).
+BLEND_CANDIDATES = ("weighted", "average", "single")
 
 
 def plot_reliability(labels, curves: dict, path: Path, title: str, bins: int = 20) -> None:
@@ -154,8 +159,11 @@ def blend_rows(tag: str, prefix: str) -> list[str]:
         result = read_json(blend_dir / "metrics.json")
         if not result or blend_dir.name.startswith("."):
             continue
-        weights = ", ".join(f"{member} {weight:.2f}"
-                            for member, weight in result["weights"].items())
+        # Every member's weight, the largest first (ties in member order), then a nonzero bias.
+        weights = ", ".join(f"{member} {weight:.2f}" for member, weight in
+                            sorted(result["weights"].items(), key=lambda item: -item[1]))
+        if result.get("bias"):
+            weights += f", bias {result['bias']:+.2f}"
         best = min(result["member_metrics"].items(), key=lambda item: item[1]["valid_logloss"])
         method = result["method"]
         if result.get("single_member"):
@@ -167,7 +175,8 @@ def blend_rows(tag: str, prefix: str) -> list[str]:
             number(result["relative_information_gain"], 4),
             number(result["average"]["valid_logloss"], 5),
             f"{best[0]} {best[1]['valid_logloss']:.5f}",
-            " / ".join(number(held_out.get(key), 5) for key in ("weighted", "average", "single")),
+            " / ".join(number(held_out.get(key), 5) for key in
+                       BLEND_CANDIDATES + (("select",) if "select" in held_out else ())),
             link("reliability", blend_dir / "reliability.png", tag_dir, prefix)]) + " |")
     return rows
 
