@@ -45,21 +45,39 @@ def _logistic(label, phi):
     return loss, -y / (1.0 + math.exp(margin))
 
 
+# Helpers both row kinds share. inline="always" (numba inlines them before LLVM sees the code):
+# as ordinary calls they made training 1.2-1.5x and prediction 1.7-2.3x slower.
+
+@njit(cache=True, nogil=True, fastmath=FAST, inline="always")
+def _sigmoid(phi):
+    return 1.0 / (1.0 + math.exp(-phi))
+
+
+@njit(cache=True, nogil=True, fastmath=FAST, inline="always")
+def _add_pair_dot(state, p, q, groups, total):
+    """total + <w[j_a, f_b], w[j_b, f_a]>, one block of lanes at a time; p and q are the offsets
+    of the two vectors in the flat state.
+
+    The updates write their loop over blocks out instead of calling a helper like this one: with
+    one (inlined or not), LLVM rounds the sparse update differently (1 ulp in a few weights)."""
+    block = 2 * LANES
+    for group in range(groups):
+        total += dot4(state, p + group * block, q + group * block)
+    return total
+
+
 # Field rows.
 
 @njit(cache=True, nogil=True, fastmath=FAST)
 def _phi_fields(state, m, groups, ids, r):
     """phi(x) = r sum_{a<b} <w[j_a, field b], w[j_b, field a]>."""
-    block = 2 * LANES
-    stride = groups * block  # floats per (feature, field)
+    stride = groups * 2 * LANES  # floats per (feature, field)
     total = np.float32(0.0)
     for a in range(ids.shape[0]):
         row = np.int64(ids[a]) * m * stride
         for b in range(a + 1, ids.shape[0]):
-            p = row + b * stride
-            q = (np.int64(ids[b]) * m + a) * stride
-            for group in range(groups):
-                total += dot4(state, p + group * block, q + group * block)
+            total = _add_pair_dot(state, row + b * stride, (np.int64(ids[b]) * m + a) * stride,
+                                  groups, total)
     return total * np.float32(r)
 
 
@@ -95,7 +113,7 @@ def predict_fields(state, m, groups, ids, r, out):
     for row in prange(ids.shape[0]):
         if row + 1 < ids.shape[0]:
             _prefetch_row(state, m, groups, ids[row + 1])
-        out[row] = 1.0 / (1.0 + math.exp(-_phi_fields(state, m, groups, ids[row], r)))
+        out[row] = _sigmoid(_phi_fields(state, m, groups, ids[row], r))
 
 
 # Sparse rows.
@@ -103,8 +121,7 @@ def predict_fields(state, m, groups, ids, r, out):
 @njit(cache=True, nogil=True, fastmath=FAST)
 def _phi_sparse(state, n, m, groups, ids, fields, values, r):
     """phi(x) = sum_{a<b} <w[j_a, f_b], w[j_b, f_a]> v_a v_b r."""
-    block = 2 * LANES
-    stride = groups * block
+    stride = groups * 2 * LANES
     total = np.float32(0.0)
     for a in range(ids.shape[0]):
         j1, f1 = np.int64(ids[a]), np.int64(fields[a])
@@ -115,11 +132,8 @@ def _phi_sparse(state, n, m, groups, ids, fields, values, r):
             j2, f2 = np.int64(ids[b]), np.int64(fields[b])
             if j2 >= n or f2 >= m:
                 continue
-            p = (j1 * m + f2) * stride
-            q = (j2 * m + f1) * stride
-            dot = np.float32(0.0)
-            for group in range(groups):
-                dot += dot4(state, p + group * block, q + group * block)
+            dot = _add_pair_dot(state, (j1 * m + f2) * stride, (j2 * m + f1) * stride, groups,
+                                np.float32(0.0))
             total += dot * (value * values[b])
     return total
 
@@ -190,4 +204,4 @@ def predict_sparse(state, n, m, groups, indptr, ids, fields, values, normalize, 
         r = _instance_scale(values[start:stop], normalize, scale)
         phi = _phi_sparse(state, n, m, groups, ids[start:stop], fields[start:stop],
                           values[start:stop], r)
-        out[row] = 1.0 / (1.0 + math.exp(-phi))
+        out[row] = _sigmoid(phi)
