@@ -1,8 +1,11 @@
 """The libFFM-algorithm trainer: one update against a brute-force gradient, learning a planted
-field interaction, auto-stop, the libFFM text path, the binary engine's command lines."""
+field interaction, auto-stop, the libFFM text path, the binary engine's command lines, and the
+binary engine against libffm itself (built from ../shared/peers/libffm when it is there)."""
 
 import json
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,7 @@ from stages.paths import stage_dir
 from tests.test_leaves import staged  # noqa: F401  (the module-scoped staged data)
 
 ONE_THREAD = {"threads": 1, "seed": 3}
+LIBFFM_SOURCE = Path(__file__).resolve().parents[2] / "shared" / "peers" / "libffm"
 
 
 def brute_force_objective(weights, ids, fields, values, label, r, l2):
@@ -186,6 +190,9 @@ def test_binary_engine_runs_ffm_train_with_the_libffm_options(tmp_path):
     winners = libffm.LibffmConfig(data=config.data, model=libffm.ModelConfig(init_scale=0.5))
     with pytest.raises(ValueError, match="model.init_scale"):
         libffm.binary_commands(winners, tmp_path, tmp_path)
+    in_order = libffm.LibffmConfig(data=config.data, train=libffm.TrainConfig(shuffle=False))
+    with pytest.raises(ValueError, match="train.shuffle"):  # ffm-train always shuffles
+        libffm.binary_commands(in_order, tmp_path, tmp_path)
 
 
 def test_presets_load_strictly():
@@ -239,3 +246,57 @@ def test_binary_engine_publishes_what_ffm_predict_wrote(staged, tmp_path, monkey
     np.testing.assert_array_equal(np.load(out / "valid.pred.npy"),
                                   np.full(metrics["valid_rows"], 0.25, np.float32))
     assert metrics["stopped_early"] and metrics["best_epoch"] == 1 and metrics["epochs"] == 2
+
+
+@pytest.fixture(scope="module")
+def libffm_programs(tmp_path_factory):
+    """A folder with ffm-train and ffm-predict built from the libffm source beside the repository
+    (in a temporary folder: the source is never copied into the repository)."""
+    if not (LIBFFM_SOURCE / "Makefile").is_file():
+        pytest.skip(f"no libffm source at {LIBFFM_SOURCE}")
+    missing = [tool for tool in ("make", "g++") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"cannot build libffm: no {' or '.join(missing)}")
+    build = tmp_path_factory.mktemp("libffm")
+    for path in LIBFFM_SOURCE.iterdir():
+        if path.is_file():
+            shutil.copy(path, build)
+    made = subprocess.run(["make", "-j2"], cwd=build, capture_output=True, text=True)
+    assert made.returncode == 0, f"building libffm failed:\n{made.stdout}{made.stderr}"
+    return build
+
+
+def read_libffm_model(path):
+    """libffm's model file as a state: n, m, k (int32), normalization (bool), then the weights
+    and AdaGrad accumulators in blocks of 4, the layout of `initial_state`."""
+    n, m, k = np.fromfile(path, np.int32, 3)
+    groups = -(-int(k) // 4)
+    return np.fromfile(path, np.float32, offset=13).reshape(n, m, groups, 2, 4), int(k)
+
+
+def test_binary_engine_runs_the_real_libffm(staged, libffm_programs, tmp_path,  # noqa: F811
+                                            monkeypatch):
+    monkeypatch.setenv("PATH", f"{libffm_programs}:{os.environ['PATH']}")
+    monkeypatch.chdir(tmp_path)
+    libffm.main(["--tag", "t", "--model", "libffm", "--preset", "demo", "--force",
+                 "--set", "train.engine=binary", "--set", "data.stage=04_export",
+                 "--set", "data.format=text", "--set", "train.threads=1"])
+    out = stage_dir("t", "05_train", "libffm")
+    metrics = json.loads((out / "metrics.json").read_text())
+    history = np.loadtxt(out / "history.csv", delimiter=",", skiprows=1, ndmin=2)
+    assert metrics["epochs"] == len(history) and history[:, 0].tolist() == \
+        list(range(1, len(history) + 1))
+    assert metrics["best_epoch"] == len(history) - metrics["stopped_early"]
+    # ffm-train's log (5 decimals) and ffm-predict's output (6 digits) agree on the kept model
+    assert metrics["valid_logloss"] == pytest.approx(history[metrics["best_epoch"] - 1, 2],
+                                                     abs=2e-5)
+    assert metrics["valid_logloss"] < metrics["constant_logloss"] - 0.02
+    assert metrics["threads"] == 1 and metrics["train_rows"] == 3000
+    assert list(tmp_path.iterdir()) == []  # ffm-train's .bin files went to the run's cache
+    assert sorted(path.name for path in out.iterdir() if path.suffix == ".out") == []
+    # The numba kernels on libffm's model predict what ffm-predict wrote.
+    state, k = read_libffm_model(out / "model.txt")
+    valid = libffm.convert_text(stage_dir("t", "04_export") / "valid.ffm", tmp_path / "cache")
+    shutil.rmtree(tmp_path / "cache")
+    np.testing.assert_allclose(valid.predict(state, libffm.ModelConfig(k=k)),
+                               np.load(out / "valid.pred.npy"), rtol=1e-5, atol=1e-6)

@@ -1,5 +1,9 @@
 """The binary engine (`train.engine: binary`): the real libffm `ffm-train` / `ffm-predict`, found
-on the PATH, on the stage's libFFM text files; the history is read from ffm-train's log."""
+on the PATH, on the stage's libFFM text files; the history is read from ffm-train's log.
+
+ffm-train converts its inputs to `<file name>.bin` in its working directory: it runs in the
+run's temporary cache folder, so they go when the run ends. It shuffles rows with its own
+unseeded generator (always: it has no option to keep the file order, nor a seed)."""
 
 from __future__ import annotations
 
@@ -24,7 +28,8 @@ def binary_commands(config: LibffmConfig, directory: Path, out: Path) -> list[li
         ("model.init_scale", model.init_scale, 1.0),
         ("model.normalization_scale", model.normalization_scale, 1.0),
         ("train.max_train_rows", train.max_train_rows, None),
-        ("train.max_valid_rows", train.max_valid_rows, None)) if value != default]
+        ("train.max_valid_rows", train.max_valid_rows, None),
+        ("train.shuffle", train.shuffle, True)) if value != default]
     if unsupported:
         raise ValueError(f"train.engine=binary: ffm-train has no equivalent of {unsupported}")
     if config.data.format != "text":
@@ -34,7 +39,6 @@ def binary_commands(config: LibffmConfig, directory: Path, out: Path) -> list[li
                str(train.threads or os.cpu_count()), "-p", str(directory / "valid.ffm")]
     command += ["--auto-stop"] if train.auto_stop else []
     command += ["--no-norm"] if model.normalization == "none" else []
-    command += [] if train.shuffle else ["--no-rand"]
     command += [str(directory / "train.ffm"), str(out / "model.txt")]
     predicts = [["ffm-predict", str(directory / f"{split}.ffm"), str(out / "model.txt"),
                  str(out / f"{split}.out")] for split in ("valid", "test")]
@@ -44,13 +48,14 @@ def binary_commands(config: LibffmConfig, directory: Path, out: Path) -> list[li
 def run_binary(tag: str, config: LibffmConfig, out: Path, cache: Path):
     """Runs the real libffm on the text files; returns what `run_numba` does (the history from
     ffm-train's log)."""
-    directory = input_dir(tag, config)
+    directory, out = input_dir(tag, config).resolve(), out.resolve()  # ffm-train runs in cache
     for program in ("ffm-train", "ffm-predict"):
         if shutil.which(program) is None:
             raise FileNotFoundError(f"train.engine=binary: {program} is not on the PATH")
     commands = binary_commands(config, directory, out)
     started = time.perf_counter()
-    log = subprocess.run(commands[0], check=True, capture_output=True, text=True).stdout
+    log = subprocess.run(commands[0], check=True, capture_output=True, text=True,
+                         cwd=cache).stdout
     seconds = time.perf_counter() - started
     print(log, end="")
     for command in commands[1:]:

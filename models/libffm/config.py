@@ -35,7 +35,7 @@ class TrainConfig:
     l2: float = 2e-5  # libffm -l (lambda)
     epochs: int = 18  # libffm -t: the maximum with auto_stop, the count without
     auto_stop: bool = True
-    shuffle: bool = True  # false = libffm --no-rand
+    shuffle: bool = True  # false: rows in file order (numba engine only)
     shuffle_block_rows: int = 1 << 20
     threads: int = 0  # 0 = every core numba sees
     seed: int = 2014
