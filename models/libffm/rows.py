@@ -2,7 +2,8 @@
 libFFM text, which is converted once to binary CSR files and streamed from them.
 
 Neither is ever loaded whole: `take` reads a block of contiguous rows into RAM (the trainer's
-unit of shuffling), `head` limits a split without reading it.
+unit of shuffling), `head` limits a split without reading it. `open_inputs` opens a tag's three
+splits in the configured format, `model_size` gives the model's n and m for them.
 """
 
 from __future__ import annotations

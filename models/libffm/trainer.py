@@ -21,7 +21,7 @@ from models.train_report import logloss_and_auc
 ROW_CHUNK_FLOATS = 1 << 22  # initialise / save / restore the state this many floats at a time
 
 
-def row_chunks(state: np.ndarray):
+def _row_chunks(state: np.ndarray):
     n, m, groups = state.shape[:3]
     step = max(1, ROW_CHUNK_FLOATS // (m * groups * 2 * LANES))
     return [(start, min(start + step, n)) for start in range(0, n, step)]
@@ -35,9 +35,9 @@ def initial_state(n: int, m: int, model: ModelConfig, seed: int) -> np.ndarray:
     state[:, :, :, 1] = 1.0
     rng = np.random.default_rng(seed)
     coefficient = np.float32(model.init_scale / math.sqrt(model.k))
-    for start, stop in row_chunks(state):
+    for start, stop in _row_chunks(state):
         weights = rng.random((stop - start, m, model.k), np.float32) * coefficient
-        set_weights(state[start:stop], model.k, weights)
+        _set_weights(state[start:stop], model.k, weights)
     return state
 
 
@@ -47,7 +47,7 @@ def get_weights(block: np.ndarray, k: int) -> np.ndarray:
     return block[:, :, :, 0, :].reshape(rows, m, groups * LANES)[:, :, :k]
 
 
-def set_weights(block: np.ndarray, k: int, weights: np.ndarray) -> None:
+def _set_weights(block: np.ndarray, k: int, weights: np.ndarray) -> None:
     rows, m, groups = block.shape[:3]
     padded = np.zeros((rows, m, groups * LANES), np.float32)
     padded[:, :, :k] = weights
@@ -58,7 +58,7 @@ def save_weights(state: np.ndarray, k: int, path: Path) -> None:
     """Writes the weights float32 [n, m, k] (the model file), chunk by chunk."""
     n, m = state.shape[:2]
     out = np.lib.format.open_memmap(path, "w+", np.float32, (n, m, k))
-    for start, stop in row_chunks(state):
+    for start, stop in _row_chunks(state):
         out[start:stop] = get_weights(state[start:stop], k)
     out.flush()
 
@@ -66,8 +66,8 @@ def save_weights(state: np.ndarray, k: int, path: Path) -> None:
 def load_weights(state: np.ndarray, k: int, path: Path) -> None:
     """Reads weights written by `save_weights` back into `state` (accumulators untouched)."""
     weights = np.load(path, mmap_mode="r")
-    for start, stop in row_chunks(state):
-        set_weights(state[start:stop], k, weights[start:stop])
+    for start, stop in _row_chunks(state):
+        _set_weights(state[start:stop], k, weights[start:stop])
 
 
 def train_epoch(state, rows, model: ModelConfig, train: TrainConfig, epoch: int) -> float:
