@@ -31,10 +31,11 @@ def preset_for(tag: str, preset: str = "auto") -> str:
 
 
 def learner_parser(module_doc: str, preset_default: str = "paper", preset_choices=None,
-                   preset_help: str = "a `presets:` entry of the YAML") -> argparse.ArgumentParser:
+                   preset_help: str = "a `presets:` entry of the YAML",
+                   prog: str | None = None) -> argparse.ArgumentParser:
     """The command line every learner entry point shares: `--tag --model [--config] [--preset]
     [--set ...] [--force]`."""
-    parser = argparse.ArgumentParser(description=module_doc.split("\n")[0])
+    parser = argparse.ArgumentParser(prog=prog, description=module_doc.split("\n")[0])
     parser.add_argument("--tag", default="demo", help="artifact tree: artifacts/<tag>/")
     parser.add_argument("--model", required=True, help="model id: configs/models/ID.yaml")
     parser.add_argument("--config", type=Path, help="model YAML (default configs/models/ID.yaml)")
@@ -46,8 +47,10 @@ def learner_parser(module_doc: str, preset_default: str = "paper", preset_choice
     return parser
 
 
-def learner_main(module_doc: str, load_config, train_model, argv=None) -> None:
-    """The entry point of a learner that is not the Keras runner (models.gbdt, models.libffm)."""
-    args = learner_parser(module_doc).parse_args(argv)
+def learner_main(module_doc: str, load_config, train_model, argv=None,
+                 prog: str | None = None) -> None:
+    """The entry point of a learner that is not the Keras runner (models.gbdt, models.libffm);
+    `prog`: the name --help shows (`python -m models.libffm`)."""
+    args = learner_parser(module_doc, prog=prog).parse_args(argv)
     path = args.config or config_path(args.model)
     train_model(args.tag, args.model, load_config(path, args.preset, args.set), force=args.force)

@@ -71,4 +71,4 @@ __all__ = ["DataConfig", "FieldRows", "FitResult", "LibffmConfig", "ModelConfig"
 
 
 def main(argv=None) -> None:
-    learner_main(__doc__, load_config, train_model, argv)
+    learner_main(__doc__, load_config, train_model, argv, prog="python -m models.libffm")
