@@ -92,7 +92,7 @@ def data_description(tag: str) -> str:
     spec = read_json(stage_dir(tag, "03_hash") / "field_spec.json") or {}
     parts = []
     if raw.get("source") == "synthetic":
-        parts.append("synthetic Criteo-like data (`preprocessing/synthetic.py`)")
+        parts.append("synthetic Criteo-like data (`preprocessing/synthetic/`)")
     elif raw.get("source") == schema.CRITEO_1TB:
         parts.append(f"the Criteo 1TB logs, {len(raw['days'])} days ({raw['days'][0]} .. "
                      f"{raw['days'][-1]}; the last is the validation day, no test set)")

@@ -59,7 +59,7 @@ def test_synthetic_and_missing_inputs_are_named(artifacts):
     write_json(stage_dir("d", "00_raw") / "raw.json",
                {"source": "synthetic", "rows": {"train": 200, "test": 40}})
     model("d", "lr", 0.5, "demo")
-    assert ("Data: synthetic Criteo-like data (`preprocessing/synthetic.py`); model presets: "
+    assert ("Data: synthetic Criteo-like data (`preprocessing/synthetic/`); model presets: "
             "demo.") in report.render("d")
     assert "Data: unknown (no 00_raw/03_hash)." in report.render("nothing")
 
