@@ -13,7 +13,7 @@ here: random ids written in the field-file layout (`train.fields.npy`, int32 [ro
 
 Two rates per (model, batch size, precision), since the runner runs them side by side (a prefetch
 thread prepares batches while the device trains) and trains at the lower of the two:
-- step: examples/s of the runner's sparse-update JAX step (`models/train_step_jax.py`) over
+- step: examples/s of the runner's sparse-update JAX step (`models/engine/jax_step.py`) over
   batches prepared beforehand; every batch shape is compiled before timing;
 - input: examples/s of one thread preparing those batches (read, shuffle, np.unique).
 """
@@ -37,7 +37,7 @@ import numpy as np
 from bench.train import random_ids, synthetic_spec
 from models import data, optimizers, precision, registry
 from models.runner_config import CONFIG_DIR, load_runner_config
-from models.train_step import create_train_step, tune_memory_allocator
+from models.engine import create_train_step, tune_memory_allocator
 
 MODEL_IDS = ("ipnn", "kpnn_vec", "pin", "ffm")
 BATCH_SIZES = (2000, 4096, 8192, 16384)

@@ -30,7 +30,7 @@ from models import data, optimizers, precision, registry
 from models.layers.mlp import MLP
 from models.runner_config import CONFIG_DIR, load_runner_config
 from models.stage import learner
-from models.train_step import create_train_step, tune_memory_allocator
+from models.engine import create_train_step, tune_memory_allocator
 from preprocessing.field_spec import Field, FieldSpec
 
 # Categorical vocabulary sizes of hashed Criteo with min_count 10 (scaled per preset).

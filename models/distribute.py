@@ -1,6 +1,6 @@
 """Several replicas with tf.distribute, chosen by `train.distribute` (TensorFlow backend only).
 
-- `none`: one device, the plain step of `models/train_step.py`.
+- `none`: one device, the plain step of `models/engine/`.
 - `mirrored`: `tf.distribute.MirroredStrategy` over every local GPU, or over every logical CPU
   device when there is no GPU (how the tests get two replicas on one CPU).
 - `multi_worker`: `tf.distribute.MultiWorkerMirroredStrategy`; each process reads `TF_CONFIG`
@@ -16,7 +16,7 @@ of floating-point sums.
 Sparse updates: each replica differentiates with respect to the rows of its own unique ids and
 hands them over as `tf.IndexedSlices` of the table; the all-reduce of IndexedSlices is the
 concatenation of every replica's ids and values. Each replica then sums duplicate ids
-(`merge_duplicate_rows`) and applies the same lazy Adam / AdaGrad row update as the one-device
+(`_update_table`) and applies the same lazy Adam / AdaGrad row update as the one-device
 step to its copy of the table and slots; dense weights are all-reduced as dense tensors. Each
 replica's loss is its cross-entropy sum over the global batch's rows (`loss_reduction: mean`) and
 1 / replicas of the regularisation losses, so the summed gradient is the one-device gradient.
@@ -38,13 +38,9 @@ import keras
 import numpy as np
 
 from models import data
-from models.train_step import (
-    TensorFlowTrainStep,
-    batch_loss,
-    create_train_step,
-    update_dense,
-    update_rows,
-)
+from models.engine import create_train_step
+from models.engine.common import batch_loss
+from models.engine.tf_step import TensorFlowTrainStep, update_dense, update_rows
 
 MODES = ("none", "mirrored", "multi_worker")
 _STRATEGIES: dict = {}  # one per mode and process: MultiWorkerMirroredStrategy can't be rebuilt
@@ -135,16 +131,6 @@ def shard_batch(fields: np.ndarray, labels: np.ndarray, step: int, *, first_repl
     return ReplicaBatches(replicas, len(fields), step)
 
 
-def merge_duplicate_rows(gradient):
-    """IndexedSlices with repeated ids (one block per replica) -> (unique ids [U], summed
-    gradient rows [U, D])."""
-    import tensorflow as tf
-
-    unique_ids, position = tf.unique(gradient.indices)
-    return unique_ids, tf.math.unsorted_segment_sum(gradient.values, position,
-                                                    tf.shape(unique_ids)[0])
-
-
 class DistributedTrainStep(TensorFlowTrainStep):
     """`TensorFlowTrainStep` whose gradients are all-reduced over the strategy's replicas.
 
@@ -169,8 +155,8 @@ class DistributedTrainStep(TensorFlowTrainStep):
         self.make_batch = functools.partial(
             shard_batch, first_replica=self.first_replica, local_replicas=local_replicas,
             total_replicas=strategy.num_replicas_in_sync)
-        self._global_rows = None  # set while tracing `_replica_gradients`, read by `_loss`
-        self._train = tf.function(self._distributed_step, reduce_retracing=True)
+        self._global_rows = None  # set while tracing `_replica_gradients`, read by `loss`
+        self._all_reduce_step = tf.function(self._distributed_step, reduce_retracing=True)
 
     def step(self, batch: ReplicaBatches) -> float:
         import tensorflow as tf
@@ -181,7 +167,7 @@ class DistributedTrainStep(TensorFlowTrainStep):
                 replica.compact_ids, replica.unique_ids, replica.counts, replica.labels))
 
         inputs = self.strategy.experimental_distribute_values_from_function(replica_inputs)
-        return float(self._train(inputs, tf.constant(batch.rows, tf.float32)))
+        return float(self._all_reduce_step(inputs, tf.constant(batch.rows, tf.float32)))
 
     def _distributed_step(self, inputs, global_rows):
         import tensorflow as tf
@@ -199,7 +185,7 @@ class DistributedTrainStep(TensorFlowTrainStep):
                                      args=(gradient, self.slots[index]), group=False)
         for index, variable, gradient in zip(self.dense_indices, self.dense,
                                              reduced[len(self.tables):]):
-            strategy.extended.update(variable, functools.partial(_update_dense, self.settings),
+            strategy.extended.update(variable, functools.partial(update_dense, self.settings),
                                      args=(gradient, self.slots[index], step), group=False)
         return strategy.reduce(tf.distribute.ReduceOp.SUM, data_loss, axis=None)
 
@@ -207,13 +193,13 @@ class DistributedTrainStep(TensorFlowTrainStep):
         import tensorflow as tf
 
         self._global_rows = global_rows
-        rows, gradients, data_loss = self._gradients(compact_ids, unique_ids, counts, labels)
+        rows, gradients, data_loss = self.gradients(compact_ids, unique_ids, counts, labels)
         table_shapes = [tf.shape(table, out_type=tf.int32) for table in self.tables]
         row_gradients = [tf.IndexedSlices(gradient, unique_ids, shape) for gradient, shape
                          in zip(gradients, table_shapes)]
         return row_gradients, gradients[len(rows):], data_loss
 
-    def _loss(self, logits, labels, rows, counts):
+    def loss(self, logits, labels, rows, counts):
         """This replica's share: cross-entropy summed and divided by the global batch's rows
         (mean reduction), sparse L2 over its own lookups, regularisers / replicas."""
         replicas = self.strategy.num_replicas_in_sync
@@ -226,12 +212,11 @@ class DistributedTrainStep(TensorFlowTrainStep):
 
 
 def _update_table(settings, table, gradient, slots):
-    """Per-device update of one table copy from the all-reduced IndexedSlices gradient."""
+    """Per-device update of one table copy from the all-reduced IndexedSlices gradient, whose
+    repeated ids (one block per replica) are summed first."""
     import tensorflow as tf
 
-    unique_ids, rows_gradient = merge_duplicate_rows(gradient)
+    unique_ids, position = tf.unique(gradient.indices)
+    rows_gradient = tf.math.unsorted_segment_sum(gradient.values, position,
+                                                 tf.shape(unique_ids)[0])
     update_rows(settings, table, tf.gather(table, unique_ids), slots, unique_ids, rows_gradient)
-
-
-def _update_dense(settings, variable, gradient, slots, step):
-    update_dense(settings, variable, gradient, slots, step)

@@ -1,7 +1,7 @@
 """Adam and AdaGrad as pure functions of (parameter, gradient, slots), for rows and dense weights.
 
 The runner updates an embedding table by gathering the rows a batch touches, computing new rows and
-slot rows with these functions, and scattering them back (`models/train_step.py`); dense weights go
+slot rows with these functions, and scattering them back (`models/engine/`); dense weights go
 through the same functions whole. Written with `keras.ops` so TensorFlow and JAX share the maths.
 
 Sparse ("lazy") Adam semantics, chosen deliberately:

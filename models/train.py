@@ -2,7 +2,7 @@
 
 Reads `artifacts/<TAG>/<train.input_stage>/` (03_hash or 04_leaves, verified by
 `open_field_files`), builds `model.arch` from the
-registry with the YAML's hyperparameters, trains with sparse row updates (`models/train_step.py`),
+registry with the YAML's hyperparameters, trains with sparse row updates (`models/engine/`),
 early-stops on validation logloss and publishes `artifacts/<TAG>/05_train/<ID>/` atomically:
 metrics.json, valid.pred.npy, test.pred.npy (float32 probabilities in row order), model.keras,
 history.csv, learning_curve.png, tensorboard/ (event files), config.resolved.{json,yaml}.
@@ -37,7 +37,7 @@ from models.train_report import (  # also used by gbdt, libffm
     constant_logloss,
     logloss_and_auc,
 )
-from models.train_step import tune_memory_allocator
+from models.engine import tune_memory_allocator
 from preprocessing.field_spec import open_field_files
 from stages import config as config_lib
 from stages.manifest import Stage

@@ -16,7 +16,8 @@ import pytest
 
 import models  # noqa: F401  (fills the registry)
 from models import registry
-from models.layers.embedding import compact_rows, sparse_embeddings
+from models.engine.common import compact_rows
+from models.layers.embedding import sparse_embeddings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VOCABULARY_SIZES = [5, 7, 3, 4, 6, 5, 4, 3]
@@ -111,11 +112,12 @@ def test_compact_rows_give_the_same_logits(name):
     model = tiny_model(name)
     field_ids, _ = batch(1)
     unique_ids, compact_ids = np.unique(field_ids, return_inverse=True)
-    rows = {layer: keras.ops.take(layer.embeddings, unique_ids, axis=0)
-            for layer in sparse_embeddings(model)}
-    assert rows, "no SparseEmbedding found"
-    with compact_rows(rows):
+    layers = sparse_embeddings(model)
+    assert layers, "no SparseEmbedding found"
+    with compact_rows(layers, [keras.ops.take(layer.embeddings, unique_ids, axis=0)
+                               for layer in layers]):
         compact = predict(model, compact_ids.reshape(field_ids.shape).astype("int32"))
+    assert all(layer.batch_rows is None for layer in layers)  # the hook is cleared on exit
     np.testing.assert_allclose(compact, predict(model, field_ids), rtol=1e-6, atol=1e-6)
 
 

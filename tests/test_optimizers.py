@@ -15,7 +15,7 @@ from keras import ops
 
 from models import data, optimizers
 from models.layers.embedding import SparseEmbedding
-from models.train_step import create_train_step
+from models.engine import create_train_step
 
 VOCABULARY = 40
 BATCH, FIELDS = 8, 3

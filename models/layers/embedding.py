@@ -2,37 +2,16 @@
 
 Why one class: the training runner updates only the rows a batch touches (paper §4.4.1; stock Keras
 optimizers rewrite the whole 1M-row table every step). It does so by gathering the batch's unique
-rows itself, handing them to the model through `compact_rows`, and differentiating with respect to
-those rows only. Inside that context a `SparseEmbedding` looks up `rows[compact_ids]` instead of
-`table[global_ids]`; outside it (inference, `model.fit`, saved models) it is a plain embedding.
+rows itself, handing them to the layer through its `batch_rows` hook, and differentiating with
+respect to those rows only. While `batch_rows` is set (by `models/engine/common.compact_rows`) a
+`SparseEmbedding` looks up `batch_rows[compact_ids]` instead of `table[global_ids]`; otherwise
+(inference, `model.fit`, saved models) it is a plain embedding.
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
-
 import keras
 from keras import ops
-
-_OVERRIDES = threading.local()
-
-
-@contextlib.contextmanager
-def compact_rows(rows_by_layer: dict):
-    """Within this context each listed layer reads its rows from `rows_by_layer[layer]`.
-
-    Args:
-        rows_by_layer: SparseEmbedding -> tensor [num_unique, output_dim], the rows
-            `table[unique_ids]`; the ids fed to the model must then be positions into
-            `unique_ids` (compact ids), not global ids.
-    """
-    previous = getattr(_OVERRIDES, "mapping", None)
-    _OVERRIDES.mapping = {id(layer): rows for layer, rows in rows_by_layer.items()}
-    try:
-        yield
-    finally:
-        _OVERRIDES.mapping = previous
 
 
 @keras.saving.register_keras_serializable(package="criteo_pnn")
@@ -45,6 +24,10 @@ class SparseEmbedding(keras.layers.Layer):
         initializer: Keras initializer name or instance for the table.
         sparse_l2: L2 strength applied by the runner to looked-up rows only.
     Input: int ids [...]. Output: [..., output_dim].
+
+    `batch_rows`: None, or the rows `table[unique_ids]` [U, output_dim] of the training batch,
+    set by the training engine around its forward pass; the ids are then positions into
+    `unique_ids` (compact ids), not global ids.
     """
 
     def __init__(self, vocabulary_size: int, output_dim: int, initializer="glorot_uniform",
@@ -56,11 +39,10 @@ class SparseEmbedding(keras.layers.Layer):
         self.sparse_l2 = float(sparse_l2)
         self.embeddings = self.add_weight(shape=(self.vocabulary_size, self.output_dim),
                                           initializer=self.initializer, name="embeddings")
+        self.batch_rows = None
 
     def call(self, ids):
-        mapping = getattr(_OVERRIDES, "mapping", None)
-        rows = mapping.get(id(self)) if mapping else None
-        table = self.embeddings if rows is None else rows
+        table = self.embeddings if self.batch_rows is None else self.batch_rows
         return ops.take(table, ops.cast(ids, "int32"), axis=0)
 
     def compute_output_shape(self, input_shape):

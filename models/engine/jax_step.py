@@ -1,11 +1,9 @@
-"""The training step with sparse row updates, JAX version (same contract as `train_step.py`).
+"""The JAX training step: a pure jitted function `state -> state` over a pytree held here.
 
-The difference from TensorFlow: JAX arrays are immutable, so training state (weights, slots, step)
-is a pytree held here, the step is a pure jitted function `state -> state` (the model runs
-in a `keras.StatelessScope`), and tables are updated with `.at[unique_ids].set(...)` on a
-donated buffer (in place after compilation). Batches are always padded (`pads_unique`), so jit
-compiles a few shapes, not one per batch. The Keras variables are stale during training;
-`sync_model()` copies the state into them.
+JAX arrays are immutable, so training state (weights, slots, step) lives in `state_tree`, the
+model runs in a `keras.StatelessScope`, and tables are updated with `.at[unique_ids].set(...)` on
+a donated buffer (in place after compilation). Batches are always padded (`pads_unique`), so jit
+compiles a few shapes. The Keras variables are stale during training; `sync_model()` updates them.
 """
 
 from __future__ import annotations
@@ -17,38 +15,29 @@ import numpy as np
 from keras import ops
 
 from models import optimizers, precision
-from models.layers.embedding import compact_rows
-from models.train_step import (
-    batch_loss,
-    keep_first_for_padding,
-    predict_in_batches,
-    split_variables,
-)
+from models.engine import common
 
 
-class JaxTrainStep:
+class JaxTrainStep(common.SparseStep):
     pads_unique = True
-    make_batch = None  # data.epoch_batches' default batches
 
     def __init__(self, model, settings, loss_reduction, eval_batch_size):
-        self.model, self.settings, self.loss_reduction = model, settings, loss_reduction
-        self.eval_batch_size = eval_batch_size
-        self.layers, self.table_indices, self.dense_indices = split_variables(model)
-        trainable = model.trainable_variables
+        super().__init__(model, settings, loss_reduction, eval_batch_size)
         self.state_tree = {
-            "trainable": [jnp.array(variable.value) for variable in trainable],  # copies: donated
+            "trainable": [jnp.array(variable.value)  # copies: donated
+                          for variable in model.trainable_variables],
             "non_trainable": [jnp.array(variable.value)
                               for variable in model.non_trainable_variables],
-            "slots": [{name: jnp.asarray(value) for name, value in optimizers.initial_slots(
-                settings, tuple(variable.shape), per_row=index in self.table_indices).items()}
-                for index, variable in enumerate(trainable)],
+            "slot": [{name: jnp.asarray(value) for name, value in slots.items()}
+                      for slots in self.initial_slots()],
             "step": jnp.zeros((), jnp.int32),
         }
         if precision.needs_loss_scale(model):  # float16 (models/precision.py)
             self.state_tree["loss_scale"] = jnp.asarray(precision.INITIAL_LOSS_SCALE, jnp.float32)
             self.state_tree["loss_scale_good_steps"] = jnp.zeros((), jnp.int32)
         self._train = jax.jit(self._train_step, donate_argnums=0)
-        self._predict = jax.jit(self._predict_fn)
+        self._predict = jax.jit(lambda trainable, non_trainable, ids: ops.sigmoid(
+            precision.float32_logits(self._forward(trainable, non_trainable, ids, False)[0])))
 
     def step(self, batch) -> float:
         self.state_tree, data_loss = self._train(self.state_tree, batch.compact_ids,
@@ -65,10 +54,10 @@ class JaxTrainStep:
             values = list(trainable)  # tables stay as they are: the model reads `rows` instead
             for index, value in zip(self.dense_indices, dense):
                 values[index] = value
-            with compact_rows(dict(zip(self.layers, precision.compute_rows(self.layers, rows)))):
+            with common.compact_rows(self.layers, rows):
                 logits, non_trainable, losses = self._forward(
                     values, state["non_trainable"], compact_ids, training=True)
-            loss, data_loss = batch_loss(
+            loss, data_loss = common.batch_loss(
                 precision.float32_logits(logits), labels, rows, counts, self.layers,
                 self.loss_reduction, [precision.float32_logits(loss) for loss in losses])
             return loss if loss_scale is None else loss * loss_scale, (data_loss, non_trainable)
@@ -92,22 +81,21 @@ class JaxTrainStep:
     def _apply_gradients(self, state, rows, row_gradients, dense_gradients, non_trainable,
                          unique_ids, counts):
         """The new state after one sparse-row / dense update."""
-        trainable = state["trainable"]
+        trainable, slots = state["trainable"], state["slot"]
         step = state["step"] + 1
-        new_trainable, new_slots = list(trainable), list(state["slots"])
+        new_trainable, new_slots = list(trainable), list(slots)
         for index, table_rows, gradient in zip(self.table_indices, rows, row_gradients):
-            slot_rows = {name: slot[unique_ids] for name, slot in state["slots"][index].items()}
-            updated, updated_slots = optimizers.apply(self.settings, table_rows, gradient,
-                                                      slot_rows)
-            new_trainable[index] = trainable[index].at[unique_ids].set(
-                keep_first_for_padding(updated, counts))
-            new_slots[index] = {name: state["slots"][index][name].at[unique_ids].set(
-                keep_first_for_padding(value, counts)) for name, value in updated_slots.items()}
+            slot_rows = {name: slot[unique_ids] for name, slot in slots[index].items()}
+            updated, updated_slots = common.updated_rows(self.settings, table_rows, gradient,
+                                                         slot_rows, counts)
+            new_trainable[index] = trainable[index].at[unique_ids].set(updated)
+            new_slots[index] = {name: slots[index][name].at[unique_ids].set(value)
+                                for name, value in updated_slots.items()}
         for index, gradient in zip(self.dense_indices, dense_gradients):
             new_trainable[index], new_slots[index] = optimizers.apply(
-                self.settings, trainable[index], gradient, state["slots"][index], step)
+                self.settings, trainable[index], gradient, slots[index], step)
         return {**state, "trainable": new_trainable, "non_trainable": non_trainable,
-                "slots": new_slots, "step": step}
+                "slot": new_slots, "step": step}
 
     def _forward(self, trainable, non_trainable, ids, training: bool):
         """`model.stateless_call`, but through `model.__call__`, so `training` reaches nested
@@ -122,44 +110,12 @@ class JaxTrainStep:
         return logits, [scope.get_current_value(variable)
                         for variable in self.model.non_trainable_variables], losses
 
-    def _predict_fn(self, trainable, non_trainable, ids):
-        logits, _, _ = self._forward(trainable, non_trainable, ids, training=False)
-        return ops.sigmoid(precision.float32_logits(logits))
+    def predict_batch(self, ids):
+        return self._predict(self.state_tree["trainable"], self.state_tree["non_trainable"], ids)
 
-    def predict(self, ids: np.ndarray) -> np.ndarray:
-        def predict_fn(chunk):
-            return self._predict(self.state_tree["trainable"], self.state_tree["non_trainable"],
-                                 chunk)
-
-        return predict_in_batches(predict_fn, ids, self.eval_batch_size, fixed_shape=True)
-
-    def weights(self) -> dict[str, np.ndarray]:
-        # np.array copies: a view of a buffer the next (donating) step updates in place would
-        # change under the caller.
-        return {f"{prefix}/{index}": np.array(value) for prefix in ("trainable", "non_trainable")
-                for index, value in enumerate(self.state_tree[prefix])}
-
-    def state(self) -> dict[str, np.ndarray]:
-        arrays = self.weights()
-        for index, slots in enumerate(self.state_tree["slots"]):
-            arrays.update({f"slot/{index}/{name}": np.array(value)
-                           for name, value in slots.items()})
-        for name in ("step", "loss_scale", "loss_scale_good_steps"):
-            if name in self.state_tree:
-                arrays[name] = np.array(self.state_tree[name])
-        return arrays
-
-    def load_state(self, arrays: dict) -> None:
-        tree = self.state_tree
-        for prefix in ("trainable", "non_trainable"):
-            tree[prefix] = [jnp.asarray(arrays[f"{prefix}/{index}"], value.dtype)
-                            for index, value in enumerate(tree[prefix])]
-        tree["slots"] = [{name: jnp.asarray(arrays.get(f"slot/{index}/{name}", value))
-                          for name, value in slots.items()}
-                         for index, slots in enumerate(tree["slots"])]
-        for name in ("step", "loss_scale", "loss_scale_good_steps"):
-            if name in arrays and name in tree:
-                tree[name] = jnp.asarray(arrays[name], tree[name].dtype)
+    # np.array copies: a view of a buffer that the next (donating) step updates would change
+    to_numpy = staticmethod(np.array)
+    load_leaf = staticmethod(lambda leaf, value: jnp.asarray(value, leaf.dtype))
 
     def sync_model(self) -> None:
         """Copies the trained state into the Keras variables (before saving or plain inference)."""
