@@ -2,7 +2,7 @@
 
 The model is built under the Keras dtype policy of that name (`dtype_policy`), so every weight,
 embedding tables included, stays float32 while layers compute in bfloat16 or float16. The
-training steps (`models/train_step.py`, `models/train_step_jax.py`) then
+training steps (`models/engine/`) then
 - gather the batch's embedding rows in float32, so the sparse optimiser maths and its slots stay
   float32, and hand the model those rows cast to its compute dtype (`compute_rows`);
 - cast the logits to float32 before the loss and the sigmoid (`float32_logits`), so the loss,
