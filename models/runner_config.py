@@ -33,7 +33,12 @@ class TrainConfig:
     adagrad_initial_accumulator: float = 0.1
     loss_reduction: typing.Literal["mean", "sum"] = "mean"
     early_stopping_patience: int = 1  # evaluations without improvement; 0 = never stop early
-    eval_every_rows: int = 0  # 0 = evaluate at the end of every epoch only
+    # > 0: the patience in epochs instead (ceil(patience_epochs x evaluations per epoch)), so it
+    # means the same at any data size
+    patience_epochs: float = 0.0
+    min_epochs: float = 0.0  # never stop early before this many epochs
+    eval_every_rows: int = 0  # 0 = evals_per_epoch evaluations per epoch
+    evals_per_epoch: int = 1  # with eval_every_rows 0: evenly spaced, the last at the epoch's end
     eval_batch_size: int = 10_000
     checkpoint_every_steps: int = 2000  # 0 = no checkpoints
     shuffle_buffer_rows: int = 1_000_000  # rows read contiguously and shuffled together
@@ -56,10 +61,11 @@ class TrainConfig:
 
     def __post_init__(self):
         for name in ("batch_size", "epochs", "eval_batch_size", "shuffle_buffer_rows",
-                     "prefetch_batches", "log_every_steps"):
+                     "prefetch_batches", "log_every_steps", "evals_per_epoch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"config.train.{name}: must be >= 1, got {getattr(self, name)}")
-        for name in ("early_stopping_patience", "eval_every_rows", "checkpoint_every_steps"):
+        for name in ("early_stopping_patience", "eval_every_rows", "checkpoint_every_steps",
+                     "patience_epochs", "min_epochs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"config.train.{name}: must be >= 0, got {getattr(self, name)}")
         if not 0 < self.negative_sampling_rate <= 1:

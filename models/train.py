@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import shutil
 import time
@@ -31,7 +32,13 @@ from tqdm import tqdm
 from ensembles.calibrate import correct_negative_sampling
 from models import data, distribute, optimizers, precision
 from models import train_report as report
-from models.runner_config import PRESETS, RunnerConfig, config_path, load_runner_config
+from models.runner_config import (
+    PRESETS,
+    RunnerConfig,
+    TrainConfig,
+    config_path,
+    load_runner_config,
+)
 from models.cli import learner_parser, preset_for
 from models.train_report import (  # also used by gbdt, libffm
     constant_logloss,
@@ -144,6 +151,7 @@ class TrainingRun:
         self.checkpoint_dir = stage.directory.parent / ".checkpoints" / stage.unit
         self.progress = Progress()
         self.summary = report.SummaryWriter(self.checkpoint_dir / "tensorboard")
+        self.eval_every, self.patience = evaluation_schedule(train, rows)
 
     def restore_checkpoint(self) -> None:
         path = self.checkpoint_dir / "checkpoint.npz"
@@ -195,6 +203,10 @@ class TrainingRun:
                     self.save_checkpoint()
         finally:
             bar.close()
+        if not progress.stopped_early and progress.evaluations_without_improvement == 0:
+            tqdm.write(f"[{self.stage.label}] the epoch cap (train.epochs {train.epochs}) ended "
+                       "training while validation logloss was still improving: raise "
+                       "train.epochs")
         return True
 
     def _train_batch(self, batch, bar) -> None:
@@ -213,7 +225,7 @@ class TrainingRun:
             bar.set_postfix(loss=f"{progress.loss_sum / progress.loss_rows:.4f}", refresh=False)
             self.summary.scalars(progress.examples, train_logloss=loss if train.loss_reduction ==
                                  "mean" else loss / rows)
-        every = train.eval_every_rows
+        every = self.eval_every
         if every and progress.examples // every > max(progress.last_eval_examples, 0) // every:
             self._evaluate()
         if train.checkpoint_every_steps and progress.steps % train.checkpoint_every_steps == 0:
@@ -244,9 +256,9 @@ class TrainingRun:
             save_npz_atomically(self.checkpoint_dir / "best.npz", self.step.weights())
         else:
             progress.evaluations_without_improvement += 1
-            patience = self.train.early_stopping_patience
-            progress.stopped_early = bool(patience) and \
-                progress.evaluations_without_improvement >= patience
+            progress.stopped_early = bool(self.patience) and \
+                progress.evaluations_without_improvement >= self.patience and \
+                progress.examples >= self.train.min_epochs * self.train_rows
         tqdm.write(f"[{self.stage.label}] epoch {progress.examples / self.train_rows:.2f}: "
                    f"valid logloss {valid_logloss:.5f} AUC {valid_auc:.4f}"
                    + (" (best)" if progress.best_steps == progress.steps else ""))
@@ -294,10 +306,25 @@ class TrainingRun:
             "best_epoch": progress.best_examples / self.train_rows,
             "steps": progress.steps, "best_steps": progress.best_steps,
             "stopped_early": progress.stopped_early,
+            "ended_by": "early_stopping" if progress.stopped_early else "epoch_cap",
+            "improving_at_cap": not progress.stopped_early and
+            progress.evaluations_without_improvement == 0,
             "train_rows": self.train_rows, "train_seconds": progress.train_seconds,
             "wall_seconds": wall_seconds, "backend": keras.backend.backend(),
             "negative_sampling_rate": self.train.negative_sampling_rate,
         }
+
+
+def evaluation_schedule(train: TrainConfig, train_rows: int) -> tuple[int, int]:
+    """(rows between evaluations, 0 = at epoch ends only; early-stopping patience in
+    evaluations, 0 = never) for `train_rows` training rows: `eval_every_rows` or
+    `evals_per_epoch`, and `patience_epochs` turned into evaluations when it is set."""
+    every = train.eval_every_rows or (math.ceil(train_rows / train.evals_per_epoch)
+                                      if train.evals_per_epoch > 1 else 0)
+    if not train.patience_epochs:
+        return every, train.early_stopping_patience
+    per_epoch = train_rows / every if every else 1.0
+    return every, max(1, math.ceil(train.patience_epochs * per_epoch - 1e-9))
 
 
 def save_npz_atomically(path: Path, arrays: dict) -> None:

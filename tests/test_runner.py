@@ -297,3 +297,34 @@ def test_train_step_under_jax_backend():
                             text=True, timeout=180, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert " passed" in result.stdout and "skipped" not in result.stdout
+
+
+@pytest.mark.parametrize("preset, rows, every, patience", [
+    ("small", 8_571, 2_143, 8),          # the 10,000-row head of train.txt
+    ("small", 171_429, 42_858, 8),       # 200k rows: the same 4 evaluations, 2 epochs' wait
+    ("paper", 39_291_958, 9_822_990, 2),  # full Criteo: every ~9.8M rows, half an epoch's wait
+])
+def test_the_evaluation_schedule_follows_the_row_count(preset, rows, every, patience):
+    from models.train import evaluation_schedule
+    config = load_runner_config(CONFIG_DIR / "ipnn.yaml", preset, check_model=False)
+    assert evaluation_schedule(config.train, rows) == (every, patience)
+    assert config.train.min_epochs == 1 and config.train.epochs >= 20
+
+
+def test_early_stopping_never_ends_before_min_epochs_and_logs_an_improving_cap(capsys):
+    make_field_files("noise", rows=(2000, 1000, 100), noise=True)
+    config = RunnerConfig(model={"arch": "lr"}, train=TrainConfig(
+        batch_size=100, epochs=3, learning_rate=0.3, patience_epochs=0.5, min_epochs=2,
+        evals_per_epoch=4, eval_batch_size=500))
+    metrics = train_model("noise", "lr", config)  # memorising noise: worse after the first eval
+    epochs = [row["epoch"] for row in _history("noise", "lr")]
+    assert epochs[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert metrics["stopped_early"] and metrics["epochs"] == pytest.approx(2.0)
+    assert metrics["ended_by"] == "early_stopping"
+    learnable = RunnerConfig(model={"arch": "lr"}, train=TrainConfig(
+        batch_size=100, epochs=1, learning_rate=0.01, evals_per_epoch=2, eval_batch_size=500))
+    make_field_files("learnable", rows=(2000, 1000, 100))
+    metrics = train_model("learnable", "lr", learnable)
+    assert metrics["ended_by"] == "epoch_cap" and metrics["improving_at_cap"]
+    assert "the epoch cap (train.epochs 1) ended training while validation logloss was still " \
+        "improving" in capsys.readouterr().out
