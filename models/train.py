@@ -225,8 +225,10 @@ class TrainingRun:
             bar.set_postfix(loss=f"{progress.loss_sum / progress.loss_rows:.4f}", refresh=False)
             self.summary.scalars(progress.examples, train_logloss=loss if train.loss_reduction ==
                                  "mean" else loss / rows)
-        every = self.eval_every
-        if every and progress.examples // every > max(progress.last_eval_examples, 0) // every:
+        every, last = self.eval_every, max(progress.last_eval_examples, 0)
+        crossed = progress.examples // every * every if every else 0  # the last multiple passed
+        # at each multiple of `every`, unless the epoch-end evaluation was made just before it
+        if every and crossed > last and crossed - last > every // 2:
             self._evaluate()
         if train.checkpoint_every_steps and progress.steps % train.checkpoint_every_steps == 0:
             self.save_checkpoint()

@@ -322,9 +322,11 @@ def test_early_stopping_never_ends_before_min_epochs_and_logs_an_improving_cap(c
     assert metrics["stopped_early"] and metrics["epochs"] == pytest.approx(2.0)
     assert metrics["ended_by"] == "early_stopping"
     learnable = RunnerConfig(model={"arch": "lr"}, train=TrainConfig(
-        batch_size=100, epochs=1, learning_rate=0.01, evals_per_epoch=2, eval_batch_size=500))
+        batch_size=100, epochs=2, learning_rate=0.01, evals_per_epoch=3, eval_batch_size=500))
     make_field_files("learnable", rows=(2000, 1000, 100))
     metrics = train_model("learnable", "lr", learnable)
+    epochs = [round(row["epoch"], 2) for row in _history("learnable", "lr")]
+    assert epochs == [0.35, 0.7, 1.0, 1.35, 1.7, 2.0]  # none just after an epoch's end
     assert metrics["ended_by"] == "epoch_cap" and metrics["improving_at_cap"]
-    assert "the epoch cap (train.epochs 1) ended training while validation logloss was still " \
+    assert "the epoch cap (train.epochs 2) ended training while validation logloss was still " \
         "improving" in capsys.readouterr().out
