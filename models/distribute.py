@@ -46,6 +46,22 @@ MODES = ("none", "mirrored", "multi_worker")
 _STRATEGIES: dict = {}  # one per mode and process: MultiWorkerMirroredStrategy can't be rebuilt
 
 
+def device_name(strategy) -> str:
+    """Where training runs, as the stage prints it: "GPU:0", "CPU:0", or the replicas of a
+    strategy ("2 replicas: GPU:0, GPU:1")."""
+    if strategy is not None:
+        devices = [name.split("device:")[-1] for name in strategy.extended.worker_devices]
+        return f"{len(devices)} replicas: {', '.join(devices)}"
+    if keras.backend.backend() == "jax":
+        import jax
+        device = jax.devices()[0]
+        return f"{device.platform.upper()}:{device.id}"
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+        return "GPU:0" if tf.config.list_logical_devices("GPU") else "CPU:0"
+    return "CPU:0"
+
+
 def create_strategy(mode: str):
     """The tf.distribute strategy of `train.distribute` (None for `none`)."""
     if mode not in MODES:

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -82,17 +83,25 @@ def stage_for(tag: str, model_id: str, config: RunnerConfig) -> Stage:
 
 
 def train_model(tag: str, model_id: str, config: RunnerConfig, *, force: bool = False,
-                resume: bool = False, build_model=None, interrupt_after_steps: int | None = None):
+                resume: bool = False, build_model=None, interrupt_after_steps: int | None = None,
+                data=None, on_evaluate=None, extra_metrics: dict | None = None):
     """Trains and publishes one model; returns its metrics (None if skipped or interrupted).
 
     Args:
         build_model: (arch, field_spec, **hyperparameters) -> keras.Model; the registry by default.
         interrupt_after_steps: stop right after this global step without publishing, as a kill
             would (tests of --resume).
+        data: (field_spec, splits) to train and validate on instead of the tag's field files: a
+            tuning trial (models/tune.py). It always runs, publishes nothing, keeps its
+            checkpoints in a temporary folder and returns the best validation logloss and when
+            it was reached.
+        on_evaluate: (evaluations so far, validation logloss) -> bool, called after each
+            evaluation; True stops the run there (a pruned trial).
+        extra_metrics: more keys for metrics.json (stage 05's `tuned_from`).
     """
     started = time.time()
     stage = stage_for(tag, model_id, config)
-    if not stage.should_run(force):
+    if data is None and not stage.should_run(force):
         return None
     if build_model is None:
         from models import registry
@@ -100,12 +109,14 @@ def train_model(tag: str, model_id: str, config: RunnerConfig, *, force: bool = 
     train = config.train
     tune_memory_allocator()
     strategy = distribute.create_strategy(train.distribute)  # before any other TensorFlow op
+    device = distribute.device_name(strategy)
+    print(f"[{stage.label}] training on {device} ({keras.backend.backend()})", flush=True)
     keras.backend.clear_session()  # models.stage trains every model in one process
     keras.utils.set_random_seed(train.seed)
     if train.deterministic and keras.backend.backend() == "tensorflow":
         import tensorflow as tf
         tf.config.experimental.enable_op_determinism()
-    spec, splits = open_field_files(stage_dir(tag, train.input_stage))
+    spec, splits = data or open_field_files(stage_dir(tag, train.input_stage))
     with distribute.scope(strategy), precision.dtype_policy(train.precision):
         model = build_model(config.arch, spec, **config.hyperparameters)
         model(np.zeros((1, spec.num_fields), np.int32))  # creates the weights
@@ -114,7 +125,18 @@ def train_model(tag: str, model_id: str, config: RunnerConfig, *, force: bool = 
         train.adam_epsilon, train.adagrad_initial_accumulator)
     step = distribute.create_step(strategy, model, settings, train.loss_reduction,
                                   train.jit_compile, train.eval_batch_size)
-    run = TrainingRun(stage, spec, splits, model, step, train, interrupt_after_steps)
+    run = TrainingRun(stage, spec, splits, model, step, train, interrupt_after_steps, on_evaluate)
+    if data is not None:
+        with tempfile.TemporaryDirectory(prefix=f"criteo-pnn-trial-{model_id}-") as scratch:
+            run.checkpoint_dir = Path(scratch)
+            run.summary = report.SummaryWriter(run.checkpoint_dir / "tensorboard")
+            run.fit()
+            run.summary.close()
+        progress = run.progress
+        return {"valid_logloss": progress.best_logloss, "evaluations": len(progress.history),
+                "epochs": progress.examples / run.train_rows,
+                "best_epoch": progress.best_examples / run.train_rows,
+                "train_seconds": progress.train_seconds}
     if not distribute.is_chief(strategy):  # trains in step with the chief, publishes nothing
         run.checkpoint_dir = run.checkpoint_dir.with_name(
             f"{model_id}.worker{distribute.worker_index(strategy)}")
@@ -127,8 +149,13 @@ def train_model(tag: str, model_id: str, config: RunnerConfig, *, force: bool = 
         shutil.rmtree(run.checkpoint_dir, ignore_errors=True)
         return run.metrics(run.step.predict(splits["valid"].fields), time.time() - started)
     with stage.build() as out:
-        metrics = run.publish(out, config, wall_seconds=time.time() - started)
+        metrics = run.publish(out, config, wall_seconds=time.time() - started, device=device)
+        if extra_metrics:
+            metrics = {**metrics, **extra_metrics}
+            (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
         stage.record(metrics=metrics)
+    print(f"[{stage.label}] {metrics['examples_per_second']:,.0f} examples/s on {device}",
+          flush=True)
     shutil.rmtree(run.checkpoint_dir, ignore_errors=True)
     with contextlib.suppress(OSError):  # the shared .checkpoints folder, once empty
         run.checkpoint_dir.parent.rmdir()
@@ -138,9 +165,11 @@ def train_model(tag: str, model_id: str, config: RunnerConfig, *, force: bool = 
 class TrainingRun:
     """The training loop, evaluation, early stopping and checkpoints of one model."""
 
-    def __init__(self, stage, spec, splits, model, step, train, interrupt_after_steps):
+    def __init__(self, stage, spec, splits, model, step, train, interrupt_after_steps,
+                 on_evaluate=None):
         self.stage, self.spec, self.splits, self.model, self.step = stage, spec, splits, model, step
         self.train, self.interrupt_after_steps = train, interrupt_after_steps
+        self.on_evaluate = on_evaluate  # (evaluations, valid logloss) -> True: stop (pruning)
         rows = min(spec.rows["train"], train.max_train_rows or spec.rows["train"])
         self.train_fields = splits["train"].fields[:rows]
         self.train_labels = splits["train"].labels[:rows]
@@ -264,8 +293,11 @@ class TrainingRun:
         tqdm.write(f"[{self.stage.label}] epoch {progress.examples / self.train_rows:.2f}: "
                    f"valid logloss {valid_logloss:.5f} AUC {valid_auc:.4f}"
                    + (" (best)" if progress.best_steps == progress.steps else ""))
+        if self.on_evaluate is not None and self.on_evaluate(len(progress.history), valid_logloss):
+            progress.stopped_early = True
 
-    def publish(self, out: Path, config: RunnerConfig, wall_seconds: float) -> dict:
+    def publish(self, out: Path, config: RunnerConfig, wall_seconds: float,
+                device: str | None = None) -> dict:
         """Restores the best weights and writes every output file into `out`."""
         progress = self.progress
         if progress.best_steps >= 0 and progress.best_steps != progress.steps:
@@ -276,7 +308,7 @@ class TrainingRun:
         np.save(out / "valid.pred.npy", valid_predictions)
         np.save(out / "test.pred.npy", self.step.predict(self.splits["test"].fields))
         self.model.save(out / "model.keras")
-        metrics = self.metrics(valid_predictions, wall_seconds)
+        metrics = {**self.metrics(valid_predictions, wall_seconds), "device": device}
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
         config_lib.dump_yaml(self.stage.config, out / "config.resolved.yaml")
         report.write_history(progress.history, out / "history.csv")

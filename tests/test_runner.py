@@ -98,6 +98,9 @@ def test_published_model_beats_constant_and_reloads(tmp_path, capsys):
     assert 0.7 < metrics["valid_auc"] <= 1.0
     assert metrics["epochs"] == 3 and metrics["steps"] == 60 and metrics["examples_per_second"] > 0
     assert metrics["parameter_count"] == sum(spec.vocabulary_sizes) + 1
+    printed = capsys.readouterr().out
+    assert metrics["device"] == "CPU:0" and "[05_train/lr] training on CPU:0 (" in printed
+    assert f"[05_train/lr] {metrics['examples_per_second']:,.0f} examples/s on CPU:0" in printed
     valid = np.load(out / "valid.pred.npy")
     test = np.load(out / "test.pred.npy")
     assert valid.dtype == np.float32 and valid.shape == (1000,) and test.shape == (500,)
