@@ -144,6 +144,25 @@ class SubmitConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class TuneConfig:
+    """Stage 05's hyperparameter search (models/tune.py, one study per id)."""
+    models: tuple[str, ...] = ()  # ids searched before training; ./run.sh --tune adds to them
+    trials: int = 20  # finished trials per study (complete, pruned or failed)
+    minutes: float | None = 60.0  # wall minutes per study, summed over resumed runs; null: none
+    seed: int = 2014  # TPE sampler
+    # Trials train on the training split less its last `holdout_fraction` and are scored on that
+    # part; the validation split stays for the final model, stages 06-07 and the report.
+    holdout_fraction: float = 1 / 7
+
+    def __post_init__(self):
+        if self.trials < 1 or (self.minutes is not None and self.minutes <= 0) or \
+                not 0 < self.holdout_fraction < 1:
+            raise ValueError(f"config.tune: trials >= 1, minutes > 0 or null and 0 < "
+                             f"holdout_fraction < 1 required (trials {self.trials}, minutes "
+                             f"{self.minutes}, holdout_fraction {self.holdout_fraction})")
+
+
+@dataclasses.dataclass(frozen=True)
 class PipelineConfig:
     raw: RawConfig = RawConfig()
     synthetic: SyntheticConfig = SyntheticConfig()
@@ -153,6 +172,7 @@ class PipelineConfig:
     export: ExportConfig = ExportConfig()
     leaves: LeavesConfig = LeavesConfig()
     models: tuple[str, ...] = ()
+    tune: TuneConfig = TuneConfig()
     seed: int = 2014
     calibrate: CalibrateConfig = CalibrateConfig()
     ensemble: EnsembleConfig = EnsembleConfig()
