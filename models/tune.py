@@ -75,14 +75,15 @@ def load_space(model_id: str, preset: str, path: Path | None = None) -> dict[str
     path = Path(path or search_path(model_id))
     if not path.exists():
         raise errors.InputNotFound(f"{path}: no search space for {model_id!r}; write one "
-                                f"(configs/models/search/ipnn.yaml shows the format)")
+                                   f"(configs/models/search/ipnn.yaml shows the format)")
     data = config_lib.load_yaml(path)
     unknown = sorted(set(data) - {"space", "presets"})
     if unknown:
         raise errors.InputError(f"{path}: unknown key(s) {unknown}; known: ['presets', 'space']")
     presets = data.get("presets") or {}
     if preset not in presets:
-        raise errors.InputError(f"{path}: no preset {preset!r} under presets: (has {sorted(presets)})")
+        raise errors.InputError(f"{path}: no preset {preset!r} under presets: "
+                                f"(has {sorted(presets)})")
     space = dict(data.get("space") or {})
     for key, entry in (presets[preset] or {}).items():
         if entry is None:
@@ -104,7 +105,7 @@ def _checked(entry, where: str, layers: bool = True) -> dict:
     extra = sorted(set(entry) - set(KINDS) - {"log", "step"})
     if len(kinds) != 1 or extra:
         raise errors.InputError(f"{where}: needs exactly one of {list(KINDS)} (plus log, step), or "
-                         f"width and depth; got {sorted(entry)}")
+                                f"width and depth; got {sorted(entry)}")
     kind, values = kinds[0], entry[kinds[0]]
     if not isinstance(values, list) or not values or (kind != "choices" and len(values) != 2):
         shape = "of values" if kind == "choices" else "[low, high]"
@@ -176,16 +177,17 @@ def default_params(space: dict, config) -> dict:
         value = _lookup(data, key)
         if "width" in entry:
             if not (isinstance(value, list) and value and len(set(value)) == 1):
-                raise errors.InputError(f"search {key}: the config's {value!r} is not `depth` equal "
-                                 "layers")
+                raise errors.InputError(f"search {key}: the config's {value!r} is not "
+                                        "`depth` equal layers")
             value = {f"{key}.width": value[0], f"{key}.depth": len(value)}
         else:
             value = {key: value}
         for name, scalar in _param_names(key, entry):
             if not _contains(scalar, value[name]):
-                raise errors.InputError(f"search {name}: the config's value {value[name]!r} is outside "
-                                 f"the space {scalar}; the first trial is the untuned config, "
-                                 "so the space must contain it")
+                raise errors.InputError(
+                    f"search {name}: the config's value {value[name]!r} is outside the space "
+                    f"{scalar}; the first trial is the untuned config, so the space must "
+                    "contain it")
         params.update(value)
     return params
 
@@ -226,7 +228,8 @@ def holdout_split(rows: int, fraction: float) -> int:
     """The first row of the tuning holdout: the last `fraction` of `rows` training rows."""
     held = max(1, round(rows * fraction))
     if held >= rows:
-        raise errors.InputError(f"tune.holdout_fraction {fraction}: leaves no training rows of {rows}")
+        raise errors.InputError(f"tune.holdout_fraction {fraction}: leaves no training rows "
+                                f"of {rows}")
     return rows - held
 
 
@@ -443,8 +446,8 @@ class Search:
                                 callbacks=[self.progress], catch=(Exception,))
         if not any(trial.state == COMPLETE
                    for trial in self.study.get_trials(deepcopy=False)):
-            raise errors.PipelineError(f"[{self.stage.label}] no trial completed; see the trial logs in "
-                               f"{self.stage.directory / 'logs'}")
+            raise errors.PipelineError(f"[{self.stage.label}] no trial completed; see the "
+                                       f"trial logs in {self.stage.directory / 'logs'}")
 
     def training_rows(self) -> int:
         return field_spec.FieldSpec.load(stage_dir(self.tag, "03_hash")).rows["train"]

@@ -39,6 +39,9 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--force", action="store_true", help="rebuild the selected stages")
     parser.add_argument("--list", action="store_true", help="print every stage's status")
     parser.add_argument("--model", help="stage 05: train only this model id")
+    parser.add_argument("--tune", metavar="ID[,ID]", help="stage 05: search these ids' "
+                        "hyperparameters first and train them with the best (Optuna, "
+                        "models/tune.py); added to tune.models and remembered with the tag")
     parser.add_argument("--rows", type=int, help="synthetic data: N train rows")
     parser.add_argument("--config", action="append", default=[], help="YAML overlay")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -170,6 +173,12 @@ def main(argv=None) -> int:
             tags.check_same_data(args.tag, mine)
         config_files, overrides = tags.resolve(args.tag, args.config, mine)
         config = settings.load_pipeline_config(config_files, overrides)
+        if args.tune:  # a --set of tune.models: every stage and later command sees it
+            named = [item.strip() for item in args.tune.split(",") if item.strip()]
+            ids = dict.fromkeys([*config.tune.models, *named])
+            mine.append(f"tune.models=[{', '.join(ids)}]")
+            config_files, overrides = tags.resolve(args.tag, args.config, mine)
+            config = settings.load_pipeline_config(config_files, overrides)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {errors.describe(error) or error}", file=sys.stderr)
         return errors.EXIT_STATUS

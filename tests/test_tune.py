@@ -1,0 +1,267 @@
+"""The hyperparameter search (models/tune.py) on tiny field files: it finds a planted best
+setting, resumes after a kill with exactly its budget of finished trials, is skipped once done,
+never reads the validation split, and stage 05 publishes the tuned config."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import optuna
+import pytest
+import yaml
+
+from ensembles import report
+from models import train, tune
+from models import stage as model_stage
+from models.runner_config import RunnerConfig, TrainConfig, config_path, load_runner_config
+from stages import settings
+from stages.manifest import read_manifest
+from stages.paths import stage_dir
+from tests.conftest import REPO_ROOT
+from tests.test_leaves import staged  # noqa: F401  (module-scoped: tag t through 04_export)
+from tests.test_runner import make_field_files
+
+# learning rate 0.1 is planted: in two epochs the smaller rates leave LR near its start
+PLANTED = {"train.learning_rate": {"choices": [1.0e-4, 1.0e-3, 0.1]},
+           "train.batch_size": {"choices": [100, 200]}}
+
+
+@pytest.fixture
+def artifacts(tmp_path, monkeypatch):
+    monkeypatch.setenv("CRITEO_PNN_ARTIFACTS", str(tmp_path / "artifacts"))
+    return tmp_path / "artifacts"
+
+
+@pytest.fixture
+def search_dir(artifacts, tmp_path, monkeypatch):
+    directory = tmp_path / "search"
+    directory.mkdir()
+    (directory / "lr.yaml").write_text(yaml.safe_dump({"space": PLANTED,
+                                                       "presets": {"paper": {}}}))
+    monkeypatch.setattr(tune, "SEARCH_DIR", directory)
+    return directory
+
+
+def lr_config() -> RunnerConfig:
+    return RunnerConfig(model={"arch": "lr"}, train=TrainConfig(
+        batch_size=200, epochs=2, learning_rate=1e-3, evals_per_epoch=2, eval_batch_size=1000,
+        checkpoint_every_steps=0))
+
+
+def finished_trials(tag: str) -> list:
+    storage = f"sqlite:///{stage_dir(tag, tune.STAGE, 'lr') / tune.STUDY_FILE}"
+    (summary,) = optuna.study.get_all_study_summaries(storage)
+    study = optuna.load_study(study_name=summary.study_name, storage=storage)
+    return study.get_trials(deepcopy=False)
+
+
+def test_the_search_finds_the_planted_setting_then_is_skipped(search_dir, capsys):
+    make_field_files("tiny")
+    budget = settings.TuneConfig(trials=6, minutes=None, seed=1)
+    best = tune.run_study("tiny", "lr", train, lr_config(), budget)
+    printed = capsys.readouterr().out
+    assert best["values"]["train.learning_rate"] == 0.1
+    assert best["default"]["trial"] == 0 and best["default"]["valid_logloss"] is None
+    assert best["tuning_logloss"] < best["default"]["tuning_logloss"] - 0.05
+    assert best["trials"]["complete"] == 6 and best["ended_by"] == "trials"
+    assert best["holdout"] == {"fraction": pytest.approx(1 / 7), "fit_rows": 3429,
+                               "holdout_rows": 571}
+    lines = [line for line in printed.splitlines() if "[05_tune/lr] trial " in line]
+    assert len(lines) == 6 and "(1/6, default) complete" in lines[0]
+    assert all("best " in line and "ETA" in line and "learning_rate=" in line for line in lines)
+    folder = stage_dir("tiny", tune.STAGE, "lr")
+    with open(folder / "trials.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["trial"] for row in rows] == [str(number) for number in range(6)]
+    assert float(rows[-1]["best_so_far"]) == pytest.approx(best["tuning_logloss"])
+    assert (folder / "trials.png").stat().st_size > 5000
+    assert len(list((folder / "logs").glob("trial-*.log"))) == 6
+    assert read_manifest(folder)["best"]["values"] == best["values"]
+
+    assert tune.run_study("tiny", "lr", train, lr_config(), budget) == best
+    assert "[05_tune/lr] done, skipped" in capsys.readouterr().out
+    assert len(finished_trials("tiny")) == 6
+
+
+def test_trials_never_read_the_validation_split(search_dir, monkeypatch):
+    make_field_files("tiny")
+    fields = np.load(stage_dir("tiny", "03_hash") / "train.fields.npy")
+    seen = []
+
+    def spy(tag, model_id, config, **options):
+        spec, splits = options["data"]
+        assert spec.rows == {"train": 3429, "valid": 571, "test": 0}
+        assert np.array_equal(splits["train"].fields, fields[:3429])
+        assert np.array_equal(splits["valid"].fields, fields[3429:])  # the training split's tail
+        seen.append(config.train.learning_rate)
+        return {"valid_logloss": 0.5}
+
+    monkeypatch.setattr(train, "train_model", spy)
+    tune.run_study("tiny", "lr", train, lr_config(),
+                   settings.TuneConfig(trials=2, minutes=None))
+    assert len(seen) == 2
+
+
+# A learner whose trial score is planted (best: learning rate 0.1, batch 100) and costs nothing:
+# the search runs in subprocesses, one SIGKILLed in its 4th trial, without loading TensorFlow.
+FAKE_SEARCH = """
+import dataclasses, math, os, signal, sys, types
+from pathlib import Path
+from models import tune
+from stages.manifest import Stage
+from stages.paths import stage_dir
+from stages.settings import TuneConfig
+
+@dataclasses.dataclass(frozen=True)
+class Train:
+    learning_rate: float = 1e-3
+    batch_size: int = 200
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    train: Train = Train()
+    preset: str = "paper"
+
+def stage_for(tag, model_id, config):
+    return Stage(tag, "05_train", {"model_id": model_id, **dataclasses.asdict(config)},
+                 [stage_dir(tag, "03_hash")], code="models.cli", unit=model_id)
+
+def run_trial(module, tag, model_id, config, fraction, on_evaluate):
+    if len(list((stage_dir(tag, tune.STAGE, model_id) / "logs").iterdir())) > int(sys.argv[1]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return {"valid_logloss": abs(math.log10(config.train.learning_rate) + 1)
+            + config.train.batch_size / 1000}
+
+tune.run_trial = run_trial
+tune.SEARCH_DIR = Path(sys.argv[2])
+learner = types.SimpleNamespace(__name__="models.cli", stage_for=stage_for)
+tune.run_study("tiny", "lr", learner, Config(), TuneConfig(trials=5, minutes=None, seed=1))
+"""
+
+
+def fake_search(search_dir, kill_after: int) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", FAKE_SEARCH, str(kill_after), str(search_dir)],
+                          cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+                          capture_output=True, text=True)
+
+
+def test_a_killed_search_resumes_and_ends_with_its_budget(search_dir):
+    make_field_files("tiny")
+    killed = fake_search(search_dir, kill_after=3)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert not (stage_dir("tiny", tune.STAGE, "lr") / "manifest.json").exists()
+    before = finished_trials("tiny")
+    assert [trial.state.name for trial in before] == ["COMPLETE"] * 3 + ["RUNNING"]
+
+    resumed = fake_search(search_dir, kill_after=99)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming" in resumed.stdout and "1 interrupted trial(s) queued again" in \
+        resumed.stdout
+    trials = finished_trials("tiny")
+    best = tune.read_best("tiny", "lr")
+    assert best["trials"] == {"complete": 5, "pruned": 0, "failed": 0, "interrupted": 1,
+                              "budget": 5}
+    assert trials[3].user_attrs["interrupted"] and trials[3].state.name == "FAIL"
+    assert trials[4].params == before[3].params  # the interrupted setting, run again
+    assert trials[4].user_attrs["retry_of"] == 3 and len(trials) == 6
+    assert fake_search(search_dir, kill_after=0).returncode == 0  # done: skipped, no trial
+    assert len(finished_trials("tiny")) == 6
+
+
+def test_stage_05_trains_and_publishes_the_tuned_config(artifacts, capsys):
+    """The real lr search space (demo preset), through models.stage as ./run.sh runs it."""
+    make_field_files("tiny")
+    options = ["--tag", "tiny", "--set", "models=[lr]", "--set", "tune.trials=2",
+               "--set", "tune.seed=3"]
+    model_stage.main(options)  # the untuned model first: the report's default
+    default = json.loads((stage_dir("tiny", "05_train", "lr") / "metrics.json").read_text())
+    model_stage.main([*options, "--tune", "lr"])
+    best = tune.read_best("tiny", "lr")
+    assert best["default"]["valid_logloss"] == default["valid_logloss"]
+    published = json.loads((stage_dir("tiny", "05_train", "lr") / "config.resolved.json")
+                           .read_text())
+    for key, value in best["values"].items():
+        section, name = key.split(".")
+        assert published[section][name] == value
+    metrics = json.loads((stage_dir("tiny", "05_train", "lr") / "metrics.json").read_text())
+    assert metrics["tuned_from"]["trial"] == best["best_trial"]
+    assert metrics["tuned_from"]["values"] == best["values"]
+    assert read_manifest(stage_dir("tiny", "05_train", "lr"))["fingerprint"] == \
+        best["tuned_fingerprint"]
+
+    config = settings.load_pipeline_config(overrides=[*options[3::2], "tune.models=[lr]"])
+    states = {stage.label: stage.status()[0] for stage in
+              model_stage.make_stages("tiny", config)}
+    assert states == {"05_tune/lr": "done", "05_train/lr": "done"}
+    capsys.readouterr()
+    model_stage.main([*options, "--tune", "lr"])
+    printed = capsys.readouterr().out
+    assert "[05_tune/lr] done, skipped" in printed and "[05_train/lr] done, skipped" in printed
+
+    text = report.render("tiny")
+    assert f"| lr (tuned) | {metrics['valid_logloss']:.5f} |" in text
+    (row,) = [line for line in text.splitlines() if line.startswith("| lr | ")]
+    assert f"| {best['default']['tuning_logloss']:.5f} → {best['tuning_logloss']:.5f} " in row
+    assert f"| {default['valid_logloss']:.5f} → {metrics['valid_logloss']:.5f} |" in row
+    assert "trials.png" in row
+
+
+def test_every_search_space_holds_its_configs_own_values():
+    for path in sorted(tune.SEARCH_DIR.glob("*.yaml")):
+        module, _ = model_stage._load(path.stem, "paper")
+        for preset in ("paper", "demo", "small"):
+            config = (load_runner_config(config_path(path.stem), preset)
+                      if module is train else module.load_config(config_path(path.stem), preset))
+            space = tune.load_space(path.stem, preset)
+            params = tune.default_params(space, config)
+            assert tune.overlay(config, tune.values_of(space, params)) == config, path.name
+
+
+def test_space_errors_name_the_key(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("space:\n  train.learning_rate: {float: [1.0e-2, 1.0e-4]}\n"
+                    "presets: {paper: {}}\n")
+    with pytest.raises(ValueError, match="train.learning_rate: float needs low < high"):
+        tune.load_space("bad", "paper", path)
+    space = {"train.learning_rate": {"float": [1e-2, 1e-1]}}
+    with pytest.raises(ValueError, match="outside the space"):
+        tune.default_params(space, lr_config())
+    with pytest.raises(ValueError, match="not a key of the model config"):
+        tune.overlay(lr_config(), {"train.no_such_key": 1})
+    layers = tune.load_space("ipnn", "demo")["model.hidden_units"]
+    assert tune.values_of({"h": layers}, {"h.width": 64, "h.depth": 3}) == {"h": [64, 64, 64]}
+    assert np.isclose(tune.holdout_split(7000, 1 / 7), 6000)
+
+
+def test_run_sh_tune_lists_the_study_before_the_model(artifacts, capsys):
+    from stages import errors, run
+    make_field_files("tiny")
+    assert run.main(["--tag", "tiny", "--set", "models=[lr, fm]", "--tune", "lr", "--list"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()
+            if line.split()[0].startswith("05_")]
+    assert [row[:2] for row in rows] == [["05_tune/lr", "missing"], ["05_train/lr", "missing"],
+                                         ["05_train/fm", "missing"]]
+    status = errors.run(run.main, ["--tag", "tiny", "--set", "models=[fm]", "--tune", "lr",
+                                   "--list"])
+    assert status == errors.EXIT_STATUS
+    assert "error: tune: lr not in models ['fm']" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model_id, overrides", [
+    ("lgbm", ["train.threads=1", "train.early_stopping_rounds=5"]),
+    ("libffm", ["train.threads=1", "data.stage=03_hash"])])
+def test_gbdt_and_libffm_trials_fit_on_the_tuning_slice(staged, model_id, overrides):  # noqa: F811
+    module, _ = model_stage._load(model_id, "demo")
+    config = module.load_config(config_path(model_id), "demo", overrides)
+    best = tune.run_study(staged, model_id, module, config,
+                          settings.TuneConfig(trials=3, minutes=None))
+    assert best["trials"]["complete"] == 3 and best["default"]["state"] == "complete"
+    assert best["tuning_logloss"] <= best["default"]["tuning_logloss"]
+    assert 0.2 < best["tuning_logloss"] < 0.7
+    assert tune.overlay(config, best["values"]) != config or best["best_trial"] == 0
