@@ -4,7 +4,9 @@ Reads the `metrics.json` files of stages 05-07 and the stage 08 record under `ar
 and says what the numbers were made from (00_raw/raw.json, 03_hash/field_spec.json, the models'
 presets). Writes `artifacts/<T>/REPORT.md`: one row per trained model (validation logloss, AUC,
 relative information gain, examples/s, parameters, wall time, the calibration chosen and its
-effect, links to the learning curve and reliability diagram), one row per blend (the candidate
+effect, links to the learning curve and reliability diagram), one row per tuned model (stage 05's
+search, `models/tune.py`: the default and the best trial on the tuning slice, the default and the
+tuned model on validation, the best setting, the trial plot), one row per blend (the candidate
 chosen, each member's weight, the held-out logloss of each blend candidate) and the submission
 written.
 With `--readme` the same tables replace the text between the markers
@@ -33,6 +35,8 @@ MODEL_HEADER = ("| model | valid logloss | AUC | RIG | examples/s | parameters |
 BLEND_HEADER = ("| ensemble | method (source) | weights | valid logloss | AUC | RIG | "
                 "plain average | best member | held-out: weighted / average / single / select | "
                 "plots |")
+TUNE_HEADER = ("| tuned model | trials: complete / pruned / failed (budget) | tuning slice: "
+               "default → best | validation: default → tuned | best trial's setting | plot |")
 # The blend candidates in the held-out column; "select" is left out of blends written before it
 # existed (and of `weighted` blends, which do not fit it).
 BLEND_CANDIDATES = ("weighted", "average", "single")
@@ -139,8 +143,12 @@ def model_rows(tag: str, prefix: str) -> list[str]:
         if calibrated:
             ece = (f"{number(before.get('expected_calibration_error'), 4)} → "
                    f"{number(calibrated.get('expected_calibration_error'), 4)}")
+        manifest = read_json(trained / model_id / "manifest.json") or {}
+        fingerprint = tuned_fingerprint(tag, model_id)
+        tuned = fingerprint is not None and manifest.get("fingerprint") == fingerprint
         rows.append("| " + " | ".join([
-            model_id, number(model_metrics.get("valid_logloss"), 5),
+            model_id + (" (tuned)" if tuned else ""),
+            number(model_metrics.get("valid_logloss"), 5),
             number(model_metrics.get("valid_auc"), 4),
             number(model_metrics.get("relative_information_gain"), 4),
             count(model_metrics.get("examples_per_second")),
@@ -149,6 +157,52 @@ def model_rows(tag: str, prefix: str) -> list[str]:
             calibrated.get("method", "–"), number(calibrated.get("valid_logloss"), 5), ece,
             " ".join(plot for plot in plots if plot)]) + " |")
     return rows
+
+
+def tuned_fingerprint(tag: str, model_id: str) -> str | None:
+    """The fingerprint 05_train/<id> has when it holds the tuned model (05_tune's best.json)."""
+    best = read_json(stage_dir(tag, "05_tune", model_id) / "best.json")
+    return best.get("tuned_fingerprint") if best else None
+
+
+def tune_rows(tag: str, prefix: str) -> list[str]:
+    """One row per study of 05_tune: the untuned config (its first trial) beside the best trial
+    on the tuning slice (the training split's tail), and beside the tuned model on validation."""
+    tag_dir = artifacts_root() / tag
+    folder = stage_dir(tag, "05_tune")
+    rows = []
+    for study_dir in sorted(folder.iterdir()) if folder.is_dir() else []:
+        best = read_json(study_dir / "best.json")
+        if not best or study_dir.name.startswith("."):
+            continue
+        trained = stage_dir(tag, "05_train", study_dir.name)
+        manifest = read_json(trained / "manifest.json") or {}
+        tuned = "not trained"
+        if manifest.get("fingerprint") == best["tuned_fingerprint"]:
+            tuned = number((read_json(trained / "metrics.json") or {}).get("valid_logloss"), 5)
+        default = best["default"]
+        default_valid = "not run" if default["valid_logloss"] is None else \
+            number(default["valid_logloss"], 5)
+        counts = best["trials"]
+        setting = ", ".join(f"{key.split('.')[-1]} {_setting(value)}"
+                            for key, value in best["values"].items())
+        rows.append("| " + " | ".join([
+            study_dir.name,
+            f"{counts['complete']} / {counts['pruned']} / {counts['failed']} "
+            f"({counts['budget']}, ended by {best['ended_by']})",
+            f"{number(default['tuning_logloss'], 5)} → {number(best['tuning_logloss'], 5)} "
+            f"(trial {best['best_trial']})",
+            f"{default_valid} → {tuned}",
+            setting, link("trials", study_dir / "trials.png", tag_dir, prefix)]) + " |")
+    return rows
+
+
+def _setting(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, list) and value and len(set(value)) == 1:
+        return f"{value[0]} x {len(value)}"
+    return str(value)
 
 
 def blend_rows(tag: str, prefix: str) -> list[str]:
@@ -192,6 +246,13 @@ def render(tag: str, prefix: str = "") -> str:
     lines = [intro, "", data_description(tag), "",
              MODEL_HEADER, "|---" * MODEL_HEADER.count(" | ") + "|---|"]
     lines += model_rows(tag, prefix) or ["| (no trained models in 05_train) |" + " |" * 10]
+    tuned = tune_rows(tag, prefix)
+    if tuned:
+        lines += ["", "Tuned models (`./run.sh --only 05 --tune ID`): trials train on the training "
+                  "split less its last part and are scored on that part (the tuning slice); the "
+                  "validation split never served the search. The default is the untuned config "
+                  "(the study's first trial; on validation, the model published before tuning).",
+                  "", TUNE_HEADER, "|---" * TUNE_HEADER.count(" | ") + "|---|", *tuned]
     blends = blend_rows(tag, prefix)
     if blends:
         lines += ["", BLEND_HEADER, "|---" * BLEND_HEADER.count(" | ") + "|---|"]
