@@ -46,7 +46,7 @@ from models.runner_config import CONFIG_DIR, check_model_section
 from preprocessing import field_spec
 from stages import config as config_lib
 from stages import errors
-from stages.manifest import Stage, digest, read_manifest
+from stages.manifest import Stage, _clean_leftovers, digest, read_manifest
 from stages.paths import stage_dir
 
 STAGE = "05_tune"
@@ -358,6 +358,7 @@ def run_study(tag: str, model_id: str, module, config, tune, force: bool = False
     space = stage.config["search"]
     first = default_params(space, config)
     folder = stage.directory
+    _clean_leftovers(folder)  # a kill inside a publish left the study beside its folder
     (folder / "logs").mkdir(parents=True, exist_ok=True)
     storage = f"sqlite:///{folder / STUDY_FILE}"
     name = study_name(stage)
