@@ -5,11 +5,14 @@ never reads the validation split, and stage 05 publishes the tuned config."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
+import types
 
 import numpy as np
 import optuna
@@ -21,7 +24,7 @@ from models import train, tune
 from models import stage as model_stage
 from models.runner_config import RunnerConfig, TrainConfig, config_path, load_runner_config
 from stages import settings
-from stages.manifest import read_manifest
+from stages.manifest import Stage, read_manifest
 from stages.paths import stage_dir
 from tests.conftest import REPO_ROOT
 from tests.test_leaves import staged  # noqa: F401  (module-scoped: tag t through 04_export)
@@ -267,3 +270,37 @@ def test_gbdt_and_libffm_trials_fit_on_the_tuning_slice(staged, model_id, overri
     assert best["tuning_logloss"] <= best["default"]["tuning_logloss"]
     assert 0.2 < best["tuning_logloss"] < 0.7
     assert tune.overlay(config, best["values"]) != config or best["best_trial"] == 0
+
+
+@dataclasses.dataclass(frozen=True)
+class FakeTrain:
+    learning_rate: float = 1e-3
+    batch_size: int = 200
+
+
+@dataclasses.dataclass(frozen=True)
+class FakeConfig:
+    train: FakeTrain = FakeTrain()
+    preset: str = "paper"
+
+
+def test_the_time_budget_ends_a_search(search_dir, monkeypatch):
+    make_field_files("tiny")
+
+    def stage_for(tag, model_id, config):
+        return Stage(tag, "05_train", {"model_id": model_id, **dataclasses.asdict(config)},
+                     [stage_dir(tag, "03_hash")], code="models.cli", unit=model_id)
+
+    def slow_trial(module, tag, model_id, config, fraction, on_evaluate):
+        time.sleep(0.3)
+        return {"valid_logloss": config.train.learning_rate + config.train.batch_size / 1000}
+
+    monkeypatch.setattr(tune, "run_trial", slow_trial)
+    (search_dir / "lr.yaml").write_text(yaml.safe_dump({  # continuous: no repeated settings
+        "space": {"train.learning_rate": {"float": [1e-4, 0.1], "log": True}},
+        "presets": {"paper": {}}}))
+    learner = types.SimpleNamespace(__name__="models.cli", stage_for=stage_for)
+    budget = settings.TuneConfig(trials=50, minutes=0.02)  # 1.2 s
+    best = tune.run_study("tiny", "lr", learner, FakeConfig(), budget)
+    assert best["ended_by"] == "minutes" and 2 <= best["trials"]["complete"] < 10
+    assert tune.run_study("tiny", "lr", learner, FakeConfig(), budget) == best  # done: skipped
