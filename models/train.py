@@ -143,6 +143,8 @@ def train_model(tag: str, model_id: str, config: RunnerConfig, *, force: bool = 
         run.summary.enabled = False
     if resume:
         run.restore_checkpoint()
+    if run.progress.steps == 0:  # a fresh start: a killed run's event file is not this run's
+        shutil.rmtree(run.checkpoint_dir / "tensorboard", ignore_errors=True)
     if not run.fit():
         return None
     if not distribute.is_chief(strategy):

@@ -128,6 +128,8 @@ class Stage:
 
     def should_run(self, force: bool = False) -> bool:
         """Prints what will happen and returns whether the stage must be (re)built."""
+        if self.directory.parent.exists():
+            _clean_leftovers(self.directory)  # a killed run's folders, even when this one skips
         state, why = self.status()
         if state == "done" and not force:
             print(f"[{self.label}] done, skipped ({self.directory})")
@@ -187,13 +189,29 @@ def _diff_keys(old, new, prefix: str = "") -> list[str]:
 
 
 def _clean_leftovers(directory: Path) -> None:
-    """Removes temporary folders of killed runs; restores an old output a kill left aside."""
+    """Removes temporary folders of killed runs; restores an old output a kill left aside.
+    Folders of a process still running (another build of the same stage) are left alone."""
     for pattern in (f".tmp-{directory.name}-*", f".old-{directory.name}-*"):
         for path in directory.parent.glob(pattern):
+            if process_alive(path.name.rsplit("-", 1)[-1]):
+                continue
             if path.name.startswith(".old-") and not directory.exists():
                 os.replace(path, directory)
             else:
                 shutil.rmtree(path, ignore_errors=True)
+
+
+def process_alive(pid: str) -> bool:
+    """Whether `pid` (a temporary name's suffix) is a running process other than this one."""
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _fsync_folder(directory: Path) -> None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import shutil
 import zlib
 from pathlib import Path
 
@@ -39,7 +40,7 @@ from ensembles import read_predictions, report
 from preprocessing.field_spec import SPEC_FILE, FieldSpec, open_field_files
 from preprocessing.schema import CRITEO_1TB, FULL_TEST_ROWS, TEST_ID_START
 from stages import errors, settings
-from stages.manifest import Stage, file_md5
+from stages.manifest import Stage, file_md5, process_alive
 from stages.paths import REPO_ROOT, artifacts_root, stage_dir
 from submissions.validate import HEADER, SubmissionError, SubmissionSummary, \
     stage_00_test_rows, validate
@@ -203,14 +204,15 @@ def no_test_set(tag: str) -> str | None:
 
 
 def submit(tag: str, config: settings.PipelineConfig, force: bool = False) -> dict | None:
-    """Writes, validates and logs one submission; returns its record (None when up to date)."""
+    """Writes, validates and logs one submission; returns its record (None when up to date).
+
+    The file is written and validated inside the stage's temporary folder and published with
+    08_submit/; only then is it linked into submissions/csv/ and logged (`deliver`), which every
+    run repeats where it is missing: a run killed at any point leaves no unlogged file in csv/,
+    and its rerun completes what the kill cut short."""
     stage = make_stage(tag, config)
-    previous = stage_dir(tag, "08_submit") / "submission.json"
-    if previous.exists() and not Path(json.loads(previous.read_text())["path"]).exists():
-        print(f"[08_submit] the recorded file {json.loads(previous.read_text())['path']} is gone; "
-              "writing it again")
-        force = True
     if not stage.should_run(force):
+        deliver(tag)
         return None
     source = resolve_source(config)
     spec, splits = open_field_files(stage_dir(tag, "03_hash"), splits=("test",))
@@ -226,21 +228,49 @@ def submit(tag: str, config: settings.PipelineConfig, force: bool = False) -> di
     name = f"{written:%Y%m%d-%H%M%S}_{tag}_{source.split('/')[1]}.csv"
     path = output_dir(config.submit) / (name + ".gz" if config.submit.gzip else name)
     with stage.build() as out:
-        summary = write_submission(path, np.asarray(splits["test"].ids), predictions,
+        summary = write_submission(out / path.name, np.asarray(splits["test"].ids), predictions,
                                    rows=test_rows)
         record = {"file": _shown_path(path), "path": str(path), "source": source,
-                  "rows": summary.rows, "md5": file_md5(path),
+                  "rows": summary.rows, "md5": file_md5(out / path.name),
                   "mean_prediction": summary.mean_prediction,
                   "written": written.isoformat(timespec="seconds"), **description}
         (out / "submission.json").write_text(json.dumps(record, indent=1) + "\n")
         stage.record(submission={key: record[key] for key in ("file", "rows", "md5")})
-    logs = log_paths(tag, summary.rows)
-    for log in logs:
-        append_log(log, tag, record)
+    logs = deliver(tag)
     print(f"  wrote {record['file']}: {summary.rows:,} rows, validated; mean prediction "
           f"{summary.mean_prediction:.5f}; logged in "
           f"{' and '.join(_shown_path(log) for log in logs)}")
     return record
+
+
+def deliver(tag: str) -> list[Path]:
+    """Puts 08_submit's file at its recorded path (a hard link, else a copy, renamed into place)
+    and its row in the logs, where either is missing; removes temporary files of killed runs
+    of this tag. Returns the logs."""
+    record_path = stage_dir(tag, "08_submit") / "submission.json"
+    if not record_path.exists():
+        return []
+    record = json.loads(record_path.read_text())
+    published, target = stage_dir(tag, "08_submit") / Path(record["path"]).name, \
+        Path(record["path"])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in target.parent.glob(f".*_{tag}_*.tmp-*"):
+        if not process_alive(leftover.name.rsplit("-", 1)[-1]):
+            leftover.unlink(missing_ok=True)
+    if not target.exists() or file_md5(target) != record["md5"]:
+        temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        temporary.unlink(missing_ok=True)
+        try:
+            os.link(published, temporary)
+        except OSError:
+            shutil.copyfile(published, temporary)
+        os.replace(temporary, target)
+        print(f"[08_submit] placed {record['file']}")
+    logs = log_paths(tag, record["rows"])
+    for log in logs:
+        if not log.exists() or f"`{target.name}`" not in log.read_text():
+            append_log(log, tag, record)
+    return logs
 
 
 def log_paths(tag: str, rows: int) -> list[Path]:

@@ -265,7 +265,7 @@ def comparable_bytes(name: str, data: bytes) -> bytes:
     if base.endswith(".json"):
         value = _without_timing(json.loads(data))
         if base == "manifest.json":
-            value["outputs"] = sorted(value.get("outputs", {}))
+            value["outputs"] = sorted(unstamped(name) for name in value.get("outputs", {}))
         return json.dumps(value, sort_keys=True).encode()
     if base == "history.csv":
         rows = list(csv.reader(io.StringIO(data.decode())))
@@ -284,6 +284,11 @@ def comparable_bytes(name: str, data: bytes) -> bytes:
     return data
 
 
+def unstamped(name: str) -> str:
+    """A submission file's name without its time stamp (20261202-073859_f_... -> STAMP_f_...)."""
+    return re.sub(r"\d{8}-\d{6}_", "STAMP_", name)
+
+
 def comparable(folder: Path) -> list[tuple[str, str]]:
     """Sorted (name, md5 of comparable_bytes) of every file under a stage folder; TensorBoard
     event files (named after the time) under one name, once per file."""
@@ -291,7 +296,7 @@ def comparable(folder: Path) -> list[tuple[str, str]]:
     for path in sorted(folder.rglob("*")):
         if path.is_dir() and not path.is_symlink():
             continue
-        name = str(path.relative_to(folder))
+        name = unstamped(str(path.relative_to(folder)))  # 08_submit keeps the submission file
         if Path(name).name.startswith("events.out.tfevents."):
             name = str(Path(name).parent / "events.out.tfevents.*")
         data = ("-> " + os.readlink(path)).encode() if path.is_symlink() else path.read_bytes()

@@ -14,6 +14,7 @@ import pytest
 from ensembles import metrics, report
 from ensembles.report import read_json
 from preprocessing.schema import FULL_TEST_ROWS, TEST_ID_START
+from stages.manifest import file_md5
 from stages.paths import stage_dir
 from submissions import upload, validate, write
 from tests.test_calibrate import fake_hash_stage, fake_model, logistic_data
@@ -193,9 +194,11 @@ def test_stage_writes_a_valid_file_and_logs_it(submitted, artifacts, capsys):
     write.main(submitted)  # up to date: no new file, no new row
     assert "done, skipped" in capsys.readouterr().out
     assert len(log_rows(artifacts / "t" / "SUBMISSIONS.md")) == 1
-    path.unlink()  # a deleted file is written again
+    md5 = record["md5"]
+    path.unlink()  # a deleted file is put back from 08_submit/, logged once
     write.main(submitted)
-    assert len(log_rows(artifacts / "t" / "SUBMISSIONS.md")) == 2
+    assert path.exists() and file_md5(path) == md5
+    assert len(log_rows(artifacts / "t" / "SUBMISSIONS.md")) == 1
 
 
 def test_only_full_test_set_files_reach_the_tracked_log(submitted, artifacts, monkeypatch, capsys):
