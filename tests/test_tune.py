@@ -163,7 +163,7 @@ def test_a_killed_search_resumes_and_ends_with_its_budget(search_dir):
     assert [trial.state.name for trial in before] == ["COMPLETE"] * 3 + ["RUNNING"]
 
     folder = stage_dir("tiny", tune.STAGE, "lr")
-    folder.rename(folder.with_name(".old-lr-99"))  # as a kill inside a publish's two renames
+    folder.rename(folder.with_name(".old-lr-4999999"))  # a dead pid: a kill between two renames
     resumed = fake_search(search_dir, kill_after=99)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming" in resumed.stdout and "1 interrupted trial(s) queued again" in \
