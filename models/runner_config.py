@@ -51,6 +51,10 @@ class TrainConfig:
     # keep each negative training row with this probability (the paper down-samples Criteo's
     # negatives); stage 06 undoes it from metrics.json's negative_sampling_rate
     negative_sampling_rate: float = 1.0
+    # FNN's pre-training (Zhang et al. 2016): the model id of a trained FM of the same
+    # embedding_dim, trained earlier in the same tag, whose tables initialise this model
+    # (its `load_fm`); null: random initialisation
+    pretrained_fm: str | None = None
     max_train_rows: int | None = None  # first rows only, for quick runs
     max_valid_rows: int | None = None
     log_every_steps: int = 50  # TensorBoard scalars

@@ -77,9 +77,23 @@ def stage_config(model_id: str, config: RunnerConfig) -> dict:
 
 
 def stage_for(tag: str, model_id: str, config: RunnerConfig) -> Stage:
-    return Stage(tag, "05_train", stage_config(model_id, config),
-                 inputs=[stage_dir(tag, config.train.input_stage)], code=__spec__.name,
-                 unit=model_id)
+    inputs = [stage_dir(tag, config.train.input_stage)]
+    if config.train.pretrained_fm:
+        inputs.append(stage_dir(tag, "05_train", config.train.pretrained_fm))
+    return Stage(tag, "05_train", stage_config(model_id, config), inputs=inputs,
+                 code=__spec__.name, unit=model_id)
+
+
+def load_pretrained_fm(tag: str, model, model_id: str) -> None:
+    """Initialises `model` from the trained FM `model_id` of this tag (FNN's pre-training)."""
+    if not hasattr(model, "load_fm"):
+        raise ValueError(f"config.train.pretrained_fm: {type(model).__name__} has no load_fm "
+                         "(FNN's pre-training); remove the key")
+    path = stage_dir(tag, "05_train", model_id) / "model.keras"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing; config.train.pretrained_fm needs model "
+                                f"{model_id} trained first (list it before this one in models)")
+    model.load_fm(keras.saving.load_model(path, compile=False))
 
 
 def train_model(tag: str, model_id: str, config: RunnerConfig, *, force: bool = False,
@@ -120,6 +134,8 @@ def train_model(tag: str, model_id: str, config: RunnerConfig, *, force: bool = 
     with distribute.scope(strategy), precision.dtype_policy(train.precision):
         model = build_model(config.arch, spec, **config.hyperparameters)
         model(np.zeros((1, spec.num_fields), np.int32))  # creates the weights
+        if train.pretrained_fm:
+            load_pretrained_fm(tag, model, train.pretrained_fm)
     settings = optimizers.OptimizerSettings(
         train.optimizer, train.learning_rate, train.adam_beta_1, train.adam_beta_2,
         train.adam_epsilon, train.adagrad_initial_accumulator)

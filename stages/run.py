@@ -80,6 +80,8 @@ def refusal(stage, states: dict, tag: str, selected_numbers: set[str]) -> str | 
     """Why `stage` cannot run now (an input neither done nor about to be built), or None."""
     for path in stage.inputs:
         label = status.label_of(path, tag)
+        if label.split("/")[0] == stage.name:
+            continue  # another unit of the same stage (an FM before the FNN it initialises)
         state, why = states.get(label, ("missing", "not a stage of this tree"))
         if state != "done":
             folder = label.split("/")[0]

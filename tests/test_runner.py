@@ -333,3 +333,23 @@ def test_early_stopping_never_ends_before_min_epochs_and_logs_an_improving_cap(c
     assert metrics["ended_by"] == "epoch_cap" and metrics["improving_at_cap"]
     assert "the epoch cap (train.epochs 2) ended training while validation logloss was still " \
         "improving" in capsys.readouterr().out
+
+
+def test_fnn_starts_from_a_trained_fm_when_its_config_says_so():
+    make_field_files("pre")
+    fm = RunnerConfig(model={"arch": "fm", "embedding_dim": 4},
+                      train=TrainConfig(batch_size=200, epochs=1, learning_rate=0.05))
+    train_model("pre", "fm", fm)
+    fnn = RunnerConfig(model={"arch": "fnn", "embedding_dim": 4, "hidden_units": [8]},
+                       train=TrainConfig(batch_size=200, epochs=1, learning_rate=1e-12,
+                                         pretrained_fm="fm"))
+    train_model("pre", "fnn", fnn)
+    tables = {model_id: keras.saving.load_model(
+        stage_dir("pre", "05_train", model_id) / "model.keras", compile=False).embedding.embeddings
+        for model_id in ("fm", "fnn")}
+    np.testing.assert_allclose(np.asarray(tables["fnn"]), np.asarray(tables["fm"]), atol=1e-6)
+    manifest = json.loads((stage_dir("pre", "05_train", "fnn") / "manifest.json").read_text())
+    assert "05_train/fm" in manifest["inputs"]  # retrained when the FM is
+    with pytest.raises(ValueError, match="has no load_fm"):
+        train_model("pre", "lr", RunnerConfig(model={"arch": "lr"}, train=TrainConfig(
+            pretrained_fm="fm")))
