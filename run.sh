@@ -27,6 +27,9 @@ Options:
   --force         rebuild the selected stages even if up to date
   --list          print every stage's status (done / stale / missing) and why, run nothing
   --model ID      stage 05: train only this model id (configs/models/ID.yaml)
+  --tune ID[,ID]  stage 05: search these models' hyperparameters first (Optuna, search spaces in
+                  configs/models/search/ID.yaml; budget --set tune.trials=N tune.minutes=M),
+                  then train them with the best setting; remembered by the tag
   --rows N        synthetic data: N train rows (test rows in the Kaggle proportion)
   --config FILE   YAML overlay on configs/pipeline.yaml (repeatable)
   --set KEY=VAL   override one config key, e.g. --set hash.mode=md5 (repeatable)
