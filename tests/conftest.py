@@ -61,6 +61,17 @@ def run_stages(tag: str, *options: str, modules=("raw", "split", "count", "hash_
         importlib.import_module(f"preprocessing.{module}").main(["--tag", tag, *options])
 
 
+def error_message(result) -> str:
+    """The one- or two-line `error:` message of a failed stage (a CompletedProcess): exit
+    status 2, no traceback, no temporary path."""
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert 1 <= len(lines) <= 2 and lines[0].startswith("error: "), result.stderr[-3000:]
+    assert ".tmp-" not in result.stderr
+    return " ".join(lines)
+
+
 @pytest.fixture
 def shared_criteo() -> Path:
     if not SHARED_CRITEO.is_dir():

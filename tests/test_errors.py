@@ -18,7 +18,7 @@ from preprocessing import npy, raw, schema
 from stages import errors, registry
 from stages import main as stages_main
 from stages.paths import stage_dir
-from tests.conftest import REPO_ROOT, run_stages, write_raw
+from tests.conftest import REPO_ROOT, error_message, run_stages, write_raw
 
 
 def run_script(artifacts, script, *options, **environment):
@@ -36,16 +36,6 @@ def data_option(directory):
     return ("--set", f"raw.data_dir={directory}")
 
 
-def error_line(result) -> str:
-    """The one `error:` line of a failed stage: exit status 2, no traceback, no temporary path."""
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert 1 <= len(lines) <= 2 and lines[0].startswith("error: "), result.stderr[-3000:]
-    assert ".tmp-" not in result.stderr
-    return " ".join(lines)
-
-
 def data_folder(tmp_path, train_rows=200, name="data"):
     folder = tmp_path / name
     folder.mkdir()
@@ -59,7 +49,7 @@ def test_truncated_train_txt_gz_is_named(artifacts, tmp_path):
     packed = gzip.compress((data / "train.txt").read_bytes())
     (data / "train.txt").unlink()
     (data / "train.txt.gz").write_bytes(packed[:len(packed) // 2])
-    message = error_line(run_script(artifacts, "00_raw", *data_option(data)))
+    message = error_message(run_script(artifacts, "00_raw", *data_option(data)))
     assert f"{data / 'train.txt.gz'}: corrupt or truncated gzip" in message
     assert "gzip -t" in message
     assert not stage_dir("t", "00_raw").exists()
@@ -74,7 +64,7 @@ def test_truncated_dac_tar_gz_is_named(artifacts, tmp_path):
         (data / f"{split}.txt").unlink()
     packed = (tmp_path / "full.tar.gz").read_bytes()
     (data / "dac.tar.gz").write_bytes(packed[:len(packed) // 2])
-    message = error_line(run_script(artifacts, "00_raw", *data_option(data)))
+    message = error_message(run_script(artifacts, "00_raw", *data_option(data)))
     assert f"{data / 'dac.tar.gz'}: corrupt or truncated" in message
 
 
@@ -94,7 +84,7 @@ def test_kaggle_csv_row_with_42_columns_names_file_and_line(artifacts, tmp_path)
                      schema.TEST_ID_START)
     for split in ("train", "test"):
         (data / f"{split}.txt").unlink()
-    message = error_line(run_script(artifacts, "00_raw", *data_option(data)))
+    message = error_message(run_script(artifacts, "00_raw", *data_option(data)))
     assert f"{data / 'train.csv'}:22: 42 comma-separated columns, expected 41" in message
 
 
@@ -143,7 +133,7 @@ def test_truncated_kaggle_csv_gz_names_the_file(tmp_path):
 def test_empty_train_txt_names_the_users_file(artifacts, tmp_path):
     data = data_folder(tmp_path)
     (data / "train.txt").write_text("")
-    message = error_line(run_script(artifacts, "00_raw", *data_option(data)))
+    message = error_message(run_script(artifacts, "00_raw", *data_option(data)))
     assert f"error: {data / 'train.txt'}: empty file" in message
 
 
@@ -162,20 +152,20 @@ def test_swapped_file_in_an_archive_names_the_archive_member(tmp_path):
 
 
 def test_config_errors_are_one_line(artifacts, tmp_path):
-    message = error_line(run_script(artifacts, "00_raw", "--set", "hash.nope=1"))
+    message = error_message(run_script(artifacts, "00_raw", "--set", "hash.nope=1"))
     assert "config.hash: unknown key(s) ['nope']" in message
-    message = error_line(run_script(artifacts, "00_raw", "--set", "count.max_bins=1"))
+    message = error_message(run_script(artifacts, "00_raw", "--set", "count.max_bins=1"))
     assert "config.count.max_bins: 1; null or 2 .. 2^32" in message
     overlay = tmp_path / "overlay.yaml"
     overlay.write_text("hash:\n  mode: md5\n - oops\n")
-    message = error_line(run_script(artifacts, "00_raw", "--config", str(overlay)))
+    message = error_message(run_script(artifacts, "00_raw", "--config", str(overlay)))
     assert message.startswith(f"error: {overlay}:3:2: ") and "fix the YAML syntax" in message
-    message = error_line(run_script(artifacts, "00_raw", "--config", str(tmp_path / "no.yaml")))
+    message = error_message(run_script(artifacts, "00_raw", "--config", str(tmp_path / "no.yaml")))
     assert f"error: {tmp_path / 'no.yaml'}: no such file or folder" in message
 
 
 def test_stage_without_its_input_says_so(artifacts):
-    message = error_line(run_script(artifacts, "01_split"))
+    message = error_message(run_script(artifacts, "01_split"))
     assert "cannot run: input stage(s) not built: 00_raw" in message
 
 
@@ -254,7 +244,7 @@ def test_disk_full_at_stage_00_names_the_output_and_free_space(tmp_path, tmpfs):
         out.write(source.read())
     (data / "train.txt").unlink()
     small = tmpfs("small")
-    message = error_line(run_script(small, "00_raw", *data_option(data)))
+    message = error_message(run_script(small, "00_raw", *data_option(data)))
     assert f"{small / 't' / '00_raw' / 'train.txt'}: no space left on device" in message
     assert re.search(r"\(\d+(\.\d)? [KM]?B free there\)", message), message
     assert "CRITEO_PNN_ARTIFACTS" in message
@@ -267,7 +257,7 @@ def test_disk_full_at_stage_03_names_the_field_file(tmp_path, tmpfs):
     for script in ("00_raw", "01_split", "02_count"):
         done = run_script(small, script, *data_option(data))
         assert done.returncode == 0, done.stderr[-3000:]
-    message = error_line(run_script(small, "03_hash", *data_option(data)))
+    message = error_message(run_script(small, "03_hash", *data_option(data)))
     assert re.search(rf"error: {small / 't' / '03_hash'}/\w+\.fields\.npy: no space left on "
                      rf"device while writing it after [\d.]+ KB of it \(0 B free there\)",
                      message), message
@@ -338,7 +328,7 @@ def test_disk_full_in_stage_03_names_the_published_path(artifacts, tmp_path, mon
 def test_read_only_artifacts_folder_is_one_line(tmp_path, tmpfs):
     data = data_folder(tmp_path)
     locked = tmpfs("locked", read_only=True)
-    message = error_line(run_script(locked, "00_raw", *data_option(data)))
+    message = error_message(run_script(locked, "00_raw", *data_option(data)))
     assert message.startswith(f"error: {locked}: read-only file system")
     assert "CRITEO_PNN_ARTIFACTS" in message
 
@@ -365,10 +355,10 @@ def test_unwritable_artifacts_folder_injected(artifacts, tmp_path, monkeypatch, 
 
 
 def test_missing_data_folder_or_test_file_is_one_line(artifacts, tmp_path):
-    message = error_line(run_script(artifacts, "00_raw", *data_option(tmp_path / "nowhere")))
+    message = error_message(run_script(artifacts, "00_raw", *data_option(tmp_path / "nowhere")))
     assert f"{tmp_path / 'nowhere'}: no train.txt/test.txt" in message
     folder = tmp_path / "half"
     folder.mkdir()
     write_raw(folder / "train.txt", 5, labelled=True)
-    message = error_line(run_script(artifacts, "00_raw", *data_option(folder)))
+    message = error_message(run_script(artifacts, "00_raw", *data_option(folder)))
     assert f"{folder}: found train.txt but no test file" in message

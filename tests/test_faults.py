@@ -59,7 +59,7 @@ import pytest
 from preprocessing import schema, synthetic
 from stages import registry
 from stages import run as stages_run
-from tests.conftest import REPO_ROOT, run_stages
+from tests.conftest import REPO_ROOT, error_message, run_stages
 
 TAG = "f"
 ROWS = 3000
@@ -589,16 +589,6 @@ def test_a_kill_after_the_submission_is_published_still_logs_it(reference, tmp_p
 
 
 # --------------------------------------------------------------------------- corrupted inputs
-
-def error_message(result: subprocess.CompletedProcess) -> str:
-    """The one- or two-line `error:` message of a failed stage (exit 2, no traceback)."""
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert 1 <= len(lines) <= 2 and lines[0].startswith("error: "), result.stderr[-3000:]
-    assert ".tmp-" not in result.stderr
-    return " ".join(lines)
-
 
 def run_script(artifacts: Path, folder: str, *options: str) -> subprocess.CompletedProcess:
     command = ["bash", str(REPO_ROOT / "stages" / f"{folder}.sh"), "--tag", "t", *options]
