@@ -18,7 +18,6 @@ boosting rounds), valid.pred.npy, test.pred.npy (float32), model.json (xgboost) 
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import numbers
@@ -32,9 +31,10 @@ import numpy as np
 import xgboost as xgb
 
 from models.cli import learner_main
-from models.train_report import (  # the runner's metrics
+from models.train_report import (  # the runner's metrics and history file
     constant_logloss,
     logloss_and_auc,
+    write_history,
 )
 from preprocessing import field_spec, schema
 from preprocessing.leaves import CHUNK_ROWS, ChunkIterator
@@ -318,10 +318,9 @@ def train_model(tag: str, model_id: str, config: GbdtConfig, force: bool = False
                    "library": f"{config.model.library} "
                               f"{(xgb if config.model.library == 'xgboost' else lgb).__version__}"}
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
-        with open(out / "history.csv", "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["round", "valid_logloss"])
-            writer.writerows(enumerate(losses, start=1))
+        write_history([{"round": number, "valid_logloss": loss}
+                       for number, loss in enumerate(losses, start=1)], out / "history.csv",
+                      columns=None)
         stage.record(metrics=metrics)
     print(f"  {model_id}: valid logloss {valid_logloss:.5f}, AUC {valid_auc:.4f}, best round "
           f"{best_round} of {len(losses)}")

@@ -5,12 +5,12 @@ Free of Keras and TensorFlow, so the GBDT and libFFM learners can share the metr
 
 from __future__ import annotations
 
-import csv
 import socket
 import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import log_loss, roc_auc_score
 
 HISTORY_COLUMNS = ("steps", "examples", "epoch", "train_logloss", "valid_logloss", "valid_auc",
@@ -32,12 +32,12 @@ def constant_logloss(labels: np.ndarray, rate: float) -> float:
     return float(log_loss(labels, np.full(len(labels), rate, np.float64), labels=[0, 1]))
 
 
-def write_history(history: list[dict], path: Path) -> None:
-    """One row per evaluation, columns `HISTORY_COLUMNS`."""
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=HISTORY_COLUMNS)
-        writer.writeheader()
-        writer.writerows(history)
+def write_history(history: list[dict], path: Path, columns=HISTORY_COLUMNS) -> None:
+    """history.csv of every learner: one row per evaluation (the runner), round (GBDT) or epoch
+    (libFFM); `columns`: their order (None: the first row's keys)."""
+    if history:
+        pd.DataFrame(history, columns=list(columns) if columns else None).to_csv(
+            path, index=False, lineterminator="\r\n")  # as the csv module wrote it
 
 
 def plot_learning_curve(history: list[dict], path: Path, title: str) -> None:

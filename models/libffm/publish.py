@@ -3,7 +3,6 @@ the files of `artifacts/<TAG>/05_train/<ID>/`."""
 
 from __future__ import annotations
 
-import csv
 import json
 import tempfile
 import time
@@ -14,7 +13,7 @@ import numpy as np
 from models.libffm.binary import run_binary
 from models.libffm.config import LibffmConfig, input_dir
 from models.libffm.trainer import FitResult, run_numba
-from models.train_report import constant_logloss, logloss_and_auc
+from models.train_report import constant_logloss, logloss_and_auc, write_history
 from preprocessing import field_spec
 from stages import config as config_lib
 from stages.manifest import Stage
@@ -45,7 +44,7 @@ def train_model(tag: str, model_id: str, config: LibffmConfig, force: bool = Fal
         metrics = {**make_metrics(np.asarray(valid_labels), predictions["valid"], label_rate,
                                   result, time.time() - started), **extra}
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
-        write_history(result.history, out / "history.csv")
+        write_history(result.history, out / "history.csv", columns=None)
         stage.record(metrics=metrics)
     return metrics
 
@@ -61,12 +60,3 @@ def make_metrics(labels, predictions, label_rate, result: FitResult, wall_second
             "epochs": len(result.history), "best_epoch": result.best_epoch,
             "stopped_early": result.stopped_early, "train_seconds": result.train_seconds,
             "wall_seconds": wall_seconds}
-
-
-def write_history(history: list, path: Path) -> None:
-    if not history:
-        return
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
