@@ -424,13 +424,14 @@ def iter_chunks(path: Path, has_label: bool, on_bad_row: str = "error",
         if chunk_bad:
             bad += chunk_bad
             first_problem = first_problem or chunk.first_problem
-            check_bad_share(str(path), bad, window_rows or 0, max_bad_fraction, not has_label,
-                            first_problem, read=lines)
+            check_bad_share(str(user_path(path)), bad, window_rows or 0, max_bad_fraction,
+                            not has_label, first_problem, read=lines)
         if chunk.rows:
             yield chunk
         if stop_row is not None and next_row >= stop_row:
             break
-    check_bad_share(str(path), bad, lines, max_bad_fraction, not has_label, first_problem)
+    check_bad_share(str(user_path(path)), bad, lines, max_bad_fraction, not has_label,
+                    first_problem)
 
 
 # What reading a damaged .gz (a download cut short, or not gzip at all) raises.
@@ -486,8 +487,9 @@ def read_into(handle, view, path: Path, position: int) -> int:
     try:
         return handle.readinto(view)
     except GZIP_ERRORS as error:
-        raise BadRowError(f"{path}: corrupt or truncated gzip data after {position:,} bytes of "
-                          f"text ({error}); check it with `gzip -t`") from error
+        raise BadRowError(f"{user_path(path)}: corrupt or truncated gzip data after "
+                          f"{position:,} bytes of text ({error}); check it with `gzip -t`") \
+            from error
 
 
 def _grown(buffer: bytearray) -> bytearray:
@@ -506,7 +508,8 @@ def _parse(data, line_ends, has_label, path, first_row, low, high, on_bad_row, r
     padded = np.flatnonzero(status == PADDED)
     if len(padded):
         report.padded_rows += len(padded)
-        report.add_problem(f"{path}:{row0 + padded[0] + 1}: {columns[low + padded[0]]} fields, "
+        report.add_problem(f"{user_path(path)}:{row0 + padded[0] + 1}: "
+                           f"{columns[low + padded[0]]} fields, "
                            f"padded with empty ones")
     bad = np.flatnonzero(status < 0)
     fallback_lines = low + np.flatnonzero(fallback[window])
@@ -554,7 +557,15 @@ def _bad_rows(chunk, bad, status, columns, has_label, path, on_bad_row, report) 
         report.kept_with_missing_values += len(bad)
 
 
+def user_path(path) -> Path:
+    """The user's own file behind stage 00's link (00_raw/train.txt -> their train.txt), for
+    messages; `path` itself when it is no link."""
+    path = Path(path)
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
 def _describe(path, line, status, column, expected, has_label) -> str:
+    path = user_path(path)
     names = ((schema.LABEL_NAME,) if has_label else ()) + schema.FIELD_NAMES
     if status == TOO_MANY_FIELDS:
         hint = " (a test file with labels? a train file has 40 columns, test 39)" \
