@@ -19,10 +19,10 @@ import tempfile
 import threading
 from pathlib import Path
 
+from preprocessing.schema import FULL_TEST_ROWS, FULL_TRAIN_ROWS
 from stages import errors, registry, settings, status, tags
 from stages.paths import REPO_ROOT, artifacts_root
 
-FULL_TRAIN_ROWS, FULL_TEST_ROWS = 45_840_617, 6_042_135
 # TensorFlow's C++ start-up lines (before absl logging is set up, so TF_CPP_MIN_LOG_LEVEL does
 # not reach them): absl's notice, oneDNN and cpu_feature_guard info lines and their follow-up.
 NOISE = re.compile(rb"^(WARNING: All log messages before absl::InitializeLog\(\)|"
@@ -166,7 +166,7 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if args.data and not Path(args.data).is_dir():
         print(f"error: --data {args.data}: no such folder", file=sys.stderr)
-        return 2
+        return errors.EXIT_STATUS
     args.tag = args.tag or default_tag(args.data)
     mine = command_overrides(args)
     try:
@@ -176,9 +176,8 @@ def main(argv=None) -> int:
         config_files, overrides = tags.resolve(args.tag, args.config, mine)
         config = settings.load_pipeline_config(config_files, overrides)
         if args.tune:  # a --set of tune.models: every stage and later command sees it
-            named = [item.strip() for item in args.tune.split(",") if item.strip()]
-            ids = dict.fromkeys([*config.tune.models, *named])
-            mine.append(f"tune.models=[{', '.join(ids)}]")
+            from models.stage import tuned_ids  # loads Optuna: only when tuning
+            mine.append(f"tune.models=[{', '.join(tuned_ids(config, args.tune))}]")
             config_files, overrides = tags.resolve(args.tag, args.config, mine)
             config = settings.load_pipeline_config(config_files, overrides)
     except (ValueError, FileNotFoundError) as error:
@@ -199,16 +198,16 @@ def main(argv=None) -> int:
     numbers = {entry.number for entry in selected}
     for entry in selected:
         with quiet_native_logs(args.verbose):
-            states = status.states(args.tag, config, upto=entry)
-            units = status.stages_of(entry, args.tag, config)
-        if args.model and entry.folder == "05_train":
-            units = [stage for stage in units if stage.unit == args.model]
-        earlier = numbers - {entry.number}
+            table = status.stage_table(args.tag, config, upto=entry)
+        states = {stage.label: (state, why) for _, stage, state, why in table}
+        units = [stage for owner, stage, _, _ in table if owner is entry and
+                 not (args.model and entry.folder == "05_train" and stage.unit != args.model)]
+        earlier = {number for number in numbers if number < entry.number}
         for stage in units:
-            problem = refusal(stage, states, args.tag, {n for n in earlier if n < entry.number})
+            problem = refusal(stage, states, args.tag, earlier)
             if problem:
                 print(f"error: {problem}", file=sys.stderr)
-                return 2
+                return errors.EXIT_STATUS
         print(f"== stage {entry.folder}", file=sys.stderr, flush=True)
         code = run_stage(stage_command(entry, args, args.config, mine), args.verbose)
         if code:

@@ -17,11 +17,11 @@ def stages_of(entry: registry.StageEntry, tag: str, config: settings.PipelineCon
     return [module.make_stage(tag, config)]
 
 
-def rows(tag: str, config: settings.PipelineConfig,
-         upto: registry.StageEntry | None = None) -> list[tuple[str, str, str]]:
-    """(label, state, why) of every stage in run order (up to entry `upto`, included). A stage
-    whose input is not done is stale even if its own fingerprint matches: the input will be
-    rebuilt, and with it this stage."""
+def stage_table(tag: str, config: settings.PipelineConfig,
+                upto: registry.StageEntry | None = None) -> list[tuple]:
+    """(registry entry, Stage, state, why) of every stage in run order (up to entry `upto`,
+    included). A stage whose input is not done is stale even if its own fingerprint matches:
+    the input will be rebuilt, and with it this stage."""
     table, states = [], {}
     entries = registry.STAGES[:registry.STAGES.index(upto) + 1] if upto else registry.STAGES
     for entry in entries:
@@ -32,14 +32,13 @@ def rows(tag: str, config: settings.PipelineConfig,
             if upstream and state == "done":
                 state, why = "stale", f"upstream {', '.join(upstream)} will be rebuilt"
             states[stage.label] = state
-            table.append((stage.label, state, why))
+            table.append((entry, stage, state, why))
     return table
 
 
-def states(tag: str, config: settings.PipelineConfig,
-           upto: registry.StageEntry | None = None) -> dict[str, tuple[str, str]]:
-    """label -> (state, why), as `rows`."""
-    return {label: (state, why) for label, state, why in rows(tag, config, upto)}
+def rows(tag: str, config: settings.PipelineConfig) -> list[tuple[str, str, str]]:
+    """(label, state, why) of every stage in run order: what `--list` prints."""
+    return [(stage.label, state, why) for _, stage, state, why in stage_table(tag, config)]
 
 
 def label_of(path, tag: str) -> str:
