@@ -167,10 +167,8 @@ def train_model(tag: str, model_id: str, config: RunnerConfig, *, force: bool = 
         shutil.rmtree(run.checkpoint_dir, ignore_errors=True)
         return run.metrics(run.step.predict(splits["valid"].fields), time.time() - started)
     with stage.build() as out:
-        metrics = run.publish(out, config, wall_seconds=time.time() - started, device=device)
-        if extra_metrics:
-            metrics = {**metrics, **extra_metrics}
-            (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+        metrics = run.publish(out, config, wall_seconds=time.time() - started,
+                              extra={"device": device, **(extra_metrics or {})})
         stage.record(metrics=metrics)
     print(f"[{stage.label}] {metrics['examples_per_second']:,.0f} examples/s on {device}",
           flush=True)
@@ -250,11 +248,17 @@ class TrainingRun:
                     self.save_checkpoint()
         finally:
             bar.close()
-        if not progress.stopped_early and progress.evaluations_without_improvement == 0:
+        if self.improving_at_cap:
             tqdm.write(f"[{self.stage.label}] the epoch cap (train.epochs {train.epochs}) ended "
                        "training while validation logloss was still improving: raise "
                        "train.epochs")
         return True
+
+    @property
+    def improving_at_cap(self) -> bool:
+        """The epoch cap, not validation, ended a run whose last evaluation was its best."""
+        return not self.progress.stopped_early and \
+            self.progress.evaluations_without_improvement == 0
 
     def _train_batch(self, batch, bar) -> None:
         train, progress = self.train, self.progress
@@ -315,8 +319,9 @@ class TrainingRun:
             progress.stopped_early = True
 
     def publish(self, out: Path, config: RunnerConfig, wall_seconds: float,
-                device: str | None = None) -> dict:
-        """Restores the best weights and writes every output file into `out`."""
+                extra: dict | None = None) -> dict:
+        """Restores the best weights and writes every output file into `out`; `extra`: more
+        keys for metrics.json (the device, `tuned_from`)."""
         progress = self.progress
         if progress.best_steps >= 0 and progress.best_steps != progress.steps:
             with np.load(self.checkpoint_dir / "best.npz") as archive:
@@ -326,7 +331,7 @@ class TrainingRun:
         np.save(out / "valid.pred.npy", valid_predictions)
         np.save(out / "test.pred.npy", self.step.predict(self.splits["test"].fields))
         self.model.save(out / "model.keras")
-        metrics = {**self.metrics(valid_predictions, wall_seconds), "device": device}
+        metrics = {**self.metrics(valid_predictions, wall_seconds), **(extra or {})}
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
         config_lib.dump_yaml(self.stage.config, out / "config.resolved.yaml")
         report.write_history(progress.history, out / "history.csv")
@@ -359,8 +364,7 @@ class TrainingRun:
             "steps": progress.steps, "best_steps": progress.best_steps,
             "stopped_early": progress.stopped_early,
             "ended_by": "early_stopping" if progress.stopped_early else "epoch_cap",
-            "improving_at_cap": not progress.stopped_early and
-            progress.evaluations_without_improvement == 0,
+            "improving_at_cap": self.improving_at_cap,
             "train_rows": self.train_rows, "train_seconds": progress.train_seconds,
             "wall_seconds": wall_seconds, "backend": keras.backend.backend(),
             "negative_sampling_rate": self.train.negative_sampling_rate,
