@@ -193,7 +193,7 @@ def _clean_leftovers(directory: Path) -> None:
     Folders of a process still running (another build of the same stage) are left alone."""
     for pattern in (f".tmp-{directory.name}-*", f".old-{directory.name}-*"):
         for path in directory.parent.glob(pattern):
-            if process_alive(path.name.rsplit("-", 1)[-1]):
+            if in_use(path):
                 continue
             if path.name.startswith(".old-") and not directory.exists():
                 os.replace(path, directory)
@@ -201,8 +201,10 @@ def _clean_leftovers(directory: Path) -> None:
                 shutil.rmtree(path, ignore_errors=True)
 
 
-def process_alive(pid: str) -> bool:
-    """Whether `pid` (a temporary name's suffix) is a running process other than this one."""
+def in_use(temporary: Path) -> bool:
+    """Whether a temporary name ending in `-<pid>` belongs to a running process other than this
+    one (a build still in progress), not to a killed run."""
+    pid = Path(temporary).name.rsplit("-", 1)[-1]
     if not pid.isdigit() or int(pid) == os.getpid():
         return False
     try:

@@ -40,7 +40,7 @@ from ensembles import read_predictions, report
 from preprocessing.field_spec import SPEC_FILE, FieldSpec, open_field_files
 from preprocessing.schema import CRITEO_1TB, FULL_TEST_ROWS, TEST_ID_START
 from stages import errors, settings
-from stages.manifest import Stage, file_md5, process_alive
+from stages.manifest import Stage, file_md5, in_use
 from stages.paths import REPO_ROOT, artifacts_root, stage_dir
 from submissions.validate import HEADER, SubmissionError, SubmissionSummary, \
     stage_00_test_rows, validate
@@ -255,7 +255,7 @@ def deliver(tag: str) -> list[Path]:
         Path(record["path"])
     target.parent.mkdir(parents=True, exist_ok=True)
     for leftover in target.parent.glob(f".*_{tag}_*.tmp-*"):
-        if not process_alive(leftover.name.rsplit("-", 1)[-1]):
+        if not in_use(leftover):
             leftover.unlink(missing_ok=True)
     if not target.exists() or file_md5(target) != record["md5"]:
         temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
