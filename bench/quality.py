@@ -82,11 +82,6 @@ def run_pipeline(data: Path, tag: str, artifacts: Path, models: list[str] | None
     return time.time() - started
 
 
-def per_row_loss(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(probabilities, np.float64), 1e-15, 1 - 1e-15)
-    return -(labels * np.log(p) + (1 - labels) * np.log1p(-p))
-
-
 def lightgbm_defaults(raw_train: Path, train_rows: int, valid_rows: int):
     import lightgbm as lgb
     names = [schema.LABEL_NAME, *schema.FIELD_NAMES]
@@ -133,11 +128,13 @@ def score_set(name: str, tree: Path, data: Path) -> pd.DataFrame:
     print(f"[{name}] baselines in {time.time() - started:.1f}s", flush=True)
     truth = data / "train.truth.npy"
     bayes = np.load(truth)[train_rows:train_rows + valid_rows] if truth.exists() else None
-    constant = per_row_loss(labels, np.full(len(labels), labels.mean())).mean()
-    reference = per_row_loss(labels, predictions.get("model: lr", np.full(len(labels), 0.5)))
+    bayes_loss = metrics.row_logloss(labels, bayes).mean() if bayes is not None else None
+    constant = metrics.row_logloss(labels, np.full(len(labels), labels.mean())).mean()
+    reference = metrics.row_logloss(labels, predictions.get("model: lr",
+                                                            np.full(len(labels), 0.5)))
     rows = []
     for label, probabilities in predictions.items():
-        losses = per_row_loss(labels, probabilities)
+        losses = metrics.row_logloss(labels, probabilities)
         difference = losses - reference
         row = {"set": name, "predictor": label, "valid rows": len(labels),
                "logloss": losses.mean(), "se": losses.std(ddof=1) / np.sqrt(len(losses)),
@@ -145,12 +142,11 @@ def score_set(name: str, tree: Path, data: Path) -> pd.DataFrame:
                "vs LR": difference.mean(),
                "vs LR se": difference.std(ddof=1) / np.sqrt(len(difference))}
         if bayes is not None:
-            bayes_loss = per_row_loss(labels, bayes).mean()
             row["gap closed"] = (constant - row["logloss"]) / (constant - bayes_loss)
         rows.append(row)
     if bayes is not None:
         rows.append({"set": name, "predictor": "truth: Bayes", "valid rows": len(labels),
-                     "logloss": per_row_loss(labels, bayes).mean(),
+                     "logloss": bayes_loss,
                      "AUC": metrics.auc(labels, bayes), "gap closed": 1.0})
     return pd.DataFrame(rows)
 
