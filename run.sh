@@ -95,4 +95,4 @@ for arg in "$@"; do
   [[ "$arg" == "-h" || "$arg" == "--help" ]] && { show_help; exit 0; }
 done
 ensure_venv
-exec "$PYTHON" -m stages.run "$@"
+exec "$PYTHON" -m pipeline.run "$@"

@@ -33,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ensembles import blend, calibrate, metrics  # noqa: E402
-from stages import settings  # noqa: E402
+from pipeline import settings  # noqa: E402
 
 SCENARIOS = {"four": 50_000, "many": 1_429}
 SEED = 2014  # the pipeline's seed: the validation halves

@@ -36,7 +36,7 @@ from preprocessing import count, hash_fields, parse, schema
 from preprocessing.hashtable import FieldTables
 from preprocessing.npy import NpyWriter
 from preprocessing.split import Part
-from stages import settings
+from pipeline import settings
 
 VALID_FRACTION = settings.SplitConfig().valid_fraction
 TEST_PER_TRAIN_ROW = schema.FULL_TEST_ROWS / schema.FULL_TRAIN_ROWS

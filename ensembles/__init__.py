@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages import errors
+from pipeline import errors
 
 PREDICTION_FILE = "{split}.pred.npy"
 

@@ -56,10 +56,10 @@ import numpy as np
 
 from ensembles import metrics, read_predictions, report, write_predictions
 from preprocessing.field_spec import open_field_files
-from stages import config as config_lib
-from stages import settings
-from stages.manifest import Stage
-from stages.paths import stage_dir
+from pipeline import config as config_lib
+from pipeline import settings
+from pipeline.manifest import Stage
+from pipeline.paths import stage_dir
 
 # As in preprocessing/parse.py (read when numba starts its threads, at the first parallel call):
 # OpenMP threads spinning between the selection's parallel loops would slow the Python steps.

@@ -34,11 +34,11 @@ from sklearn.isotonic import IsotonicRegression
 
 from ensembles import metrics, read_predictions, report, write_predictions
 from preprocessing.field_spec import open_field_files
-from stages import config as config_lib
-from stages import errors
-from stages import settings
-from stages.manifest import Stage
-from stages.paths import stage_dir
+from pipeline import config as config_lib
+from pipeline import errors
+from pipeline import settings
+from pipeline.manifest import Stage
+from pipeline.paths import stage_dir
 
 WINNERS_THRESHOLD = 0.0035  # 3 Idiots, utils/calibrate.py
 WINNERS_SHIFT = 0.003

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ensembles import metrics
 from preprocessing import schema
-from stages.paths import REPO_ROOT, artifacts_root, stage_dir
+from pipeline.paths import REPO_ROOT, artifacts_root, stage_dir
 
 REPORT_FILE = "REPORT.md"
 BEGIN_MARKER = "<!-- results:begin -->"

@@ -30,9 +30,9 @@ from typing import Self
 import numpy as np
 
 from preprocessing.field_spec import Field, FieldSpec
-from stages import config as config_lib
-from stages.manifest import digest
-from stages.paths import REPO_ROOT, stage_dir
+from pipeline import config as config_lib
+from pipeline.manifest import digest
+from pipeline.paths import REPO_ROOT, stage_dir
 
 CONFIG_DIR = REPO_ROOT / "configs" / "experiments"
 ARTIFACTS_ENV = "CRITEO_PNN_ARTIFACTS"
@@ -278,7 +278,7 @@ class TrainedRun:
 class Workspace:
     """The experiment's own artifact tree, `<out>/runs/`, active inside the `with` block.
 
-    Inside it, `stages.paths.stage_dir` resolves under `<out>/runs/`, so the runner reads the
+    Inside it, `pipeline.paths.stage_dir` resolves under `<out>/runs/`, so the runner reads the
     linked data and publishes its runs there. Not thread-safe (it sets an environment variable).
     """
 

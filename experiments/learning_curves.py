@@ -19,7 +19,7 @@ from pathlib import Path
 
 from experiments import common
 from preprocessing.field_spec import FieldSpec
-from stages.paths import stage_dir
+from pipeline.paths import stage_dir
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,9 +32,9 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from experiments import common
-from stages import config as config_lib
-from stages.manifest import Stage
-from stages.paths import stage_dir
+from pipeline import config as config_lib
+from pipeline.manifest import Stage
+from pipeline.paths import stage_dir
 
 SPLITS = ("train", "valid", "test")
 

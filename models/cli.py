@@ -7,7 +7,7 @@ from pathlib import Path
 
 from models.runner_config import config_path
 from preprocessing.field_spec import FieldSpec
-from stages.paths import stage_dir
+from pipeline.paths import stage_dir
 
 SMALL_TRAIN_ROWS = 1_000_000
 

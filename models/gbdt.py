@@ -38,9 +38,9 @@ from models.train_report import (  # the runner's metrics and history file
 )
 from preprocessing import field_spec, schema
 from preprocessing.leaves import CHUNK_ROWS, ChunkIterator
-from stages import config as config_lib
-from stages.manifest import Stage
-from stages.paths import stage_dir
+from pipeline import config as config_lib
+from pipeline.manifest import Stage
+from pipeline.paths import stage_dir
 
 
 @dataclasses.dataclass(frozen=True)

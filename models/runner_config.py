@@ -14,8 +14,8 @@ import dataclasses
 import typing
 from pathlib import Path
 
-from stages import config as config_lib
-from stages.paths import REPO_ROOT
+from pipeline import config as config_lib
+from pipeline.paths import REPO_ROOT
 
 CONFIG_DIR = REPO_ROOT / "configs" / "models"
 PRESETS = ("paper", "small", "demo")

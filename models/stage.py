@@ -13,8 +13,8 @@ import importlib
 from models import tune
 from models.cli import preset_for
 from models.runner_config import config_path, load_runner_config
-from stages import errors, settings
-from stages.manifest import Stage
+from pipeline import errors, settings
+from pipeline.manifest import Stage
 
 
 def learner(model_id: str) -> str:

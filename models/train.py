@@ -47,9 +47,9 @@ from models.train_report import (  # also used by gbdt, libffm
 )
 from models.engine import tune_memory_allocator
 from preprocessing.field_spec import open_field_files
-from stages import config as config_lib
-from stages.manifest import Stage
-from stages.paths import stage_dir
+from pipeline import config as config_lib
+from pipeline.manifest import Stage
+from pipeline.paths import stage_dir
 
 
 @dataclasses.dataclass

@@ -44,10 +44,10 @@ import optuna
 
 from models.runner_config import CONFIG_DIR, check_model_section
 from preprocessing import field_spec
-from stages import config as config_lib
-from stages import errors
-from stages.manifest import Stage, _clean_leftovers, digest, read_manifest
-from stages.paths import stage_dir
+from pipeline import config as config_lib
+from pipeline import errors
+from pipeline.manifest import Stage, _clean_leftovers, digest, read_manifest
+from pipeline.paths import stage_dir
 
 STAGE = "05_tune"
 SEARCH_DIR = CONFIG_DIR / "search"

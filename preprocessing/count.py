@@ -31,10 +31,10 @@ from preprocessing import bins, parse, schema
 from preprocessing.hashtable import CodeTable
 from preprocessing.split import Part, load_split, split_rows
 from preprocessing.split import describe as describe_parts
-from stages import config as config_lib
-from stages import settings
-from stages.manifest import Stage
-from stages.paths import stage_dir
+from pipeline import config as config_lib
+from pipeline import settings
+from pipeline.manifest import Stage
+from pipeline.paths import stage_dir
 
 
 

@@ -21,10 +21,10 @@ import pyarrow.csv as pa_csv
 
 from preprocessing import field_spec, keys, schema
 from preprocessing.npy import NpyWriter
-from stages import config as config_lib
-from stages import settings
-from stages.manifest import Stage
-from stages.paths import stage_dir
+from pipeline import config as config_lib
+from pipeline import settings
+from pipeline.manifest import Stage
+from pipeline.paths import stage_dir
 
 CHUNK_ROWS = 1 << 18
 GBDT_MISSING = -10.0

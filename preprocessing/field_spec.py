@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages import errors
+from pipeline import errors
 
 FORMAT_VERSION = 1
 SPEC_FILE = "field_spec.json"

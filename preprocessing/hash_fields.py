@@ -36,11 +36,11 @@ from preprocessing.hashtable import FieldTables
 from preprocessing.npy import NpyWriter
 from preprocessing.split import describe as describe_parts
 from preprocessing.split import file_plan, load_split
-from stages import config as config_lib
-from stages import errors
-from stages import settings
-from stages.manifest import Stage
-from stages.paths import stage_dir
+from pipeline import config as config_lib
+from pipeline import errors
+from pipeline import settings
+from pipeline.manifest import Stage
+from pipeline.paths import stage_dir
 
 
 

@@ -48,11 +48,11 @@ from sklearn.metrics import log_loss
 
 from preprocessing import export, field_spec, keys
 from preprocessing.npy import NpyWriter
-from stages import config as config_lib
-from stages import errors
-from stages import settings
-from stages.manifest import Stage
-from stages.paths import stage_dir
+from pipeline import config as config_lib
+from pipeline import errors
+from pipeline import settings
+from pipeline.manifest import Stage
+from pipeline.paths import stage_dir
 
 CHUNK_ROWS = 1 << 18
 

@@ -16,7 +16,7 @@ from typing import Self
 
 import numpy as np
 
-from stages.errors import writing
+from pipeline.errors import writing
 
 _HEADER_BYTES = 128
 

@@ -27,11 +27,11 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from preprocessing import parse, schema
-from stages import config as config_lib
-from stages import settings
-from stages.errors import InputError, InputNotFound, writing
-from stages.manifest import Stage, file_md5
-from stages.paths import REPO_ROOT
+from pipeline import config as config_lib
+from pipeline import settings
+from pipeline.errors import InputError, InputNotFound, writing
+from pipeline.manifest import Stage, file_md5
+from pipeline.paths import REPO_ROOT
 
 DEFAULT_DATA_DIR = REPO_ROOT / "data" / "raw"
 NAMES = {"train": ("train.txt", "train.txt.gz", "train.csv", "train.csv.gz"),

@@ -15,11 +15,11 @@ import dataclasses
 import json
 
 from preprocessing import schema
-from stages import config as config_lib
-from stages import errors
-from stages import settings
-from stages.manifest import Stage
-from stages.paths import stage_dir
+from pipeline import config as config_lib
+from pipeline import errors
+from pipeline import settings
+from pipeline.manifest import Stage
+from pipeline.paths import stage_dir
 
 SPLITS = ("train", "valid", "test")
 

@@ -5,4 +5,4 @@
 # Writes: artifacts/<tag>/00_raw/{train.txt, test.txt, raw.json} (+ truth files if synthetic),
 #         or links to the day files and raw.json.
 set -euo pipefail
-exec "${PYTHON:-python}" -m stages.main preprocessing.raw "$@"
+exec "${PYTHON:-python}" -m pipeline.main preprocessing.raw "$@"

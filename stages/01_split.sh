@@ -4,4 +4,4 @@
 # Reads:  artifacts/<tag>/00_raw/raw.json
 # Writes: artifacts/<tag>/01_split/split.json (train / valid / test as lists of file parts)
 set -euo pipefail
-exec "${PYTHON:-python}" -m stages.main preprocessing.split "$@"
+exec "${PYTHON:-python}" -m pipeline.main preprocessing.split "$@"

@@ -3,4 +3,4 @@
 # Reads:  artifacts/<tag>/00_raw/ (the train split's files), 01_split/split.json
 # Writes: artifacts/<tag>/02_count/{counts.npz, fallback_text.json, count_summary.json}
 set -euo pipefail
-exec "${PYTHON:-python}" -m stages.main preprocessing.count "$@"
+exec "${PYTHON:-python}" -m pipeline.main preprocessing.count "$@"

@@ -3,4 +3,4 @@
 # Reads:  artifacts/<tag>/00_raw/ (every split's files), 01_split/, 02_count/
 # Writes: artifacts/<tag>/03_hash/{field_spec.json, <split>.{fields,labels,ids,ints}.npy, vocabulary.*}
 set -euo pipefail
-exec "${PYTHON:-python}" -m stages.main preprocessing.hash_fields "$@"
+exec "${PYTHON:-python}" -m pipeline.main preprocessing.hash_fields "$@"

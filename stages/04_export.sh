@@ -3,4 +3,4 @@
 # Reads:  artifacts/<tag>/03_hash/
 # Writes: artifacts/<tag>/04_export/{<split>.ffm, <split>.gbdt.npy, gbdt_columns.json}
 set -euo pipefail
-exec "${PYTHON:-python}" -m stages.main preprocessing.export "$@"
+exec "${PYTHON:-python}" -m pipeline.main preprocessing.export "$@"

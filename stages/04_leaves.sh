@@ -4,4 +4,4 @@
 # Writes: artifacts/<tag>/04_leaves/{field_spec.json, <split>.fields.npy (39 + 30 fields),
 #         <split>.leaves.npy, <split>.{labels,ids,ints}.npy, gbdt*.json, leaves.json}
 set -euo pipefail
-exec "${PYTHON:-python}" -m stages.main preprocessing.leaves "$@"
+exec "${PYTHON:-python}" -m pipeline.main preprocessing.leaves "$@"

@@ -7,4 +7,4 @@
 # Options: --preset auto|paper|demo (auto: demo on synthetic data), --resume, --model ID.
 # Time: demo preset about a minute per model on 2 cores; paper preset on full Criteo: hours.
 set -euo pipefail
-exec "${PYTHON:-python}" -m stages.main models.stage "$@"
+exec "${PYTHON:-python}" -m pipeline.main models.stage "$@"

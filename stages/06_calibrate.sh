@@ -5,4 +5,4 @@
 # Writes: artifacts/<tag>/06_calibrate/<id>/{calibrator.json, valid.pred.npy, test.pred.npy,
 #         metrics.json, reliability.png} for every id in `models` (config keys: calibrate.*)
 set -euo pipefail
-exec "${PYTHON:-python}" -m stages.main ensembles.calibrate "$@"
+exec "${PYTHON:-python}" -m pipeline.main ensembles.calibrate "$@"

@@ -5,4 +5,4 @@
 # Writes: artifacts/<tag>/07_ensemble/<name>/{weights.json, valid.pred.npy, test.pred.npy,
 #         metrics.json, reliability.png}
 set -euo pipefail
-exec "${PYTHON:-python}" -m stages.main ensembles.blend "$@"
+exec "${PYTHON:-python}" -m pipeline.main ensembles.blend "$@"

@@ -5,4 +5,4 @@
 #         artifacts/<tag>/08_submit/submission.json, artifacts/<tag>/REPORT.md
 # No test rows (the Criteo 1TB input): says there is nothing to submit and writes nothing.
 set -euo pipefail
-exec "${PYTHON:-python}" -m stages.main submissions.write "$@"
+exec "${PYTHON:-python}" -m pipeline.main submissions.write "$@"

@@ -5,4 +5,4 @@
 # Writes: artifacts/<tag>/09_upload/upload.json
 # No test rows (the Criteo 1TB input): says there is nothing to submit and does nothing.
 set -euo pipefail
-exec "${PYTHON:-python}" -m stages.main submissions.upload "$@"
+exec "${PYTHON:-python}" -m pipeline.main submissions.upload "$@"

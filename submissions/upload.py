@@ -24,9 +24,9 @@ import zipfile
 from pathlib import Path
 
 from preprocessing.schema import FULL_TEST_ROWS
-from stages import settings
-from stages.manifest import Stage
-from stages.paths import REPO_ROOT, stage_dir
+from pipeline import settings
+from pipeline.manifest import Stage
+from pipeline.paths import REPO_ROOT, stage_dir
 from submissions.validate import validate
 from submissions.write import no_test_set
 

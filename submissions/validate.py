@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from preprocessing.schema import FULL_TEST_ROWS, TEST_ID_START
-from stages import errors
-from stages.paths import stage_dir
+from pipeline import errors
+from pipeline.paths import stage_dir
 
 HEADER = b"Id,Predicted"
 GZIP_MAGIC = b"\x1f\x8b"

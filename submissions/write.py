@@ -39,9 +39,9 @@ from tqdm import tqdm
 from ensembles import read_predictions, report
 from preprocessing.field_spec import SPEC_FILE, FieldSpec, open_field_files
 from preprocessing.schema import CRITEO_1TB, FULL_TEST_ROWS, TEST_ID_START
-from stages import errors, settings
-from stages.manifest import Stage, file_md5, in_use
-from stages.paths import REPO_ROOT, artifacts_root, stage_dir
+from pipeline import errors, settings
+from pipeline.manifest import Stage, file_md5, in_use
+from pipeline.paths import REPO_ROOT, artifacts_root, stage_dir
 from submissions.validate import HEADER, SubmissionError, SubmissionSummary, \
     stage_00_test_rows, validate
 

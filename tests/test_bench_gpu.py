@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 
-from stages.paths import REPO_ROOT
+from pipeline.paths import REPO_ROOT
 
 MODELS = ("ipnn", "kpnn_vec", "pin", "ffm")
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from ensembles import blend, calibrate, metrics, report
-from stages import settings
-from stages.paths import stage_dir
+from pipeline import settings
+from pipeline.paths import stage_dir
 from tests.test_calibrate import fake_hash_stage, fake_model, logistic_data
 
 

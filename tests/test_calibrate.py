@@ -11,9 +11,9 @@ from sklearn.isotonic import IsotonicRegression
 from ensembles import calibrate, metrics
 from preprocessing.field_spec import Field, FieldSpec
 from preprocessing.schema import TEST_ID_START
-from stages import settings
-from stages.manifest import Stage
-from stages.paths import stage_dir
+from pipeline import settings
+from pipeline.manifest import Stage
+from pipeline.paths import stage_dir
 
 
 def logistic_data(rows: int, seed: int):

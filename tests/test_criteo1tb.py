@@ -11,8 +11,8 @@ import pytest
 
 from preprocessing import bins, count, field_spec, leaves, parse, raw, schema, synthetic
 from preprocessing.split import Part, load_split, parse_split
-from stages import settings
-from stages.paths import stage_dir
+from pipeline import settings
+from pipeline.paths import stage_dir
 from submissions import upload, write
 from tests.conftest import REPO_ROOT, run_stages
 

@@ -33,7 +33,7 @@ def keras_configs():
             yield pytest.param(path, data, id=path.stem)
 
 
-@pytest.mark.parametrize("path, data", keras_configs())
+@pytest.mark.parametrize("path, data", list(keras_configs()))
 def test_a_model_yaml_states_the_paper_defaults_of_its_model(path, data):
     model = dict(data["model"])
     arch = model.pop("arch")
@@ -45,7 +45,7 @@ def test_a_model_yaml_states_the_paper_defaults_of_its_model(path, data):
         assert not changed, f"{path.name}: (yaml, constructor) differ: {changed}"
 
 
-@pytest.mark.parametrize("path, data", keras_configs())
+@pytest.mark.parametrize("path, data", list(keras_configs()))
 def test_a_model_yaml_cites_the_paper_section_its_model_cites(path, data):
     arch = data["model"]["arch"]
     docstring = (REPO_ROOT / "models" / f"{arch}.py").read_text().splitlines()[0]

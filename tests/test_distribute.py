@@ -21,7 +21,7 @@ import pytest
 
 from models import distribute
 from models.runner_config import RunnerConfig, TrainConfig
-from stages.paths import REPO_ROOT, stage_dir
+from pipeline.paths import REPO_ROOT, stage_dir
 
 # One vs two replicas differ only in the order of float32 sums (gradients all-reduced, duplicate
 # rows merged). Over 3 epochs of 12 Adam steps that moves the validation logloss by ~1e-7 and

@@ -1,5 +1,5 @@
 """Known failures end in one `error: ...` line naming the user's file (line, field) and what to do,
-exit status 2; unexpected errors keep their traceback (stages/errors.py, stages/main.py)."""
+exit status 2; unexpected errors keep their traceback (pipeline/errors.py, pipeline/main.py)."""
 
 import contextlib
 import errno
@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from preprocessing import npy, raw, schema
-from stages import errors, registry
-from stages import main as stages_main
-from stages.paths import stage_dir
+from pipeline import errors, registry
+from pipeline import main as stages_main
+from pipeline.paths import stage_dir
 from tests.conftest import REPO_ROOT, error_message, run_stages, write_raw
 
 
@@ -206,7 +206,7 @@ def test_unexpected_errors_keep_their_traceback_and_debug_shows_known_ones(capsy
 def test_every_stage_script_runs_its_registry_module_under_the_handler():
     for entry in registry.STAGES:
         text = entry.script.read_text()
-        assert f'exec "${{PYTHON:-python}}" -m stages.main {entry.module} "$@"' in text, \
+        assert f'exec "${{PYTHON:-python}}" -m pipeline.main {entry.module} "$@"' in text, \
             entry.folder
         assert "# Reads:" in text and "# Writes:" in text, entry.folder
     assert stages_main.main([]) == 2

@@ -57,8 +57,8 @@ from pathlib import Path
 import pytest
 
 from preprocessing import schema, synthetic
-from stages import registry
-from stages import run as stages_run
+from pipeline import registry
+from pipeline import run as stages_run
 from tests.conftest import REPO_ROOT, error_message, run_stages
 
 TAG = "f"

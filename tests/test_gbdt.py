@@ -8,7 +8,7 @@ import pytest
 from models import gbdt
 from models.runner_config import config_path
 from preprocessing import field_spec
-from stages.paths import stage_dir
+from pipeline.paths import stage_dir
 from tests.test_leaves import staged  # noqa: F401  (the module-scoped staged data)
 
 

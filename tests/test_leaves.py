@@ -7,7 +7,7 @@ import pytest
 import xgboost as xgb
 
 from preprocessing import field_spec, keys, leaves
-from stages.paths import stage_dir
+from pipeline.paths import stage_dir
 from tests.conftest import raw_line, run_stages
 
 TREES = 6  # small and quick; the winners' 30 trees only differ in count

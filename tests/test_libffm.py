@@ -17,7 +17,7 @@ from sklearn.preprocessing import OneHotEncoder
 from models import libffm
 from models.runner_config import config_path
 from preprocessing import field_spec, leaves
-from stages.paths import stage_dir
+from pipeline.paths import stage_dir
 from tests.test_leaves import staged  # noqa: F401  (the module-scoped staged data)
 
 ONE_THREAD = {"threads": 1, "seed": 3}

@@ -8,15 +8,15 @@ import sys
 
 import pytest
 
-from stages import config as config_lib
-from stages import settings
-from stages.manifest import Stage, read_manifest
-from stages.paths import stage_dir
+from pipeline import config as config_lib
+from pipeline import settings
+from pipeline.manifest import Stage, read_manifest
+from pipeline.paths import stage_dir
 from tests.conftest import REPO_ROOT
 
 
 def make(config=None, inputs=(), unit=None):
-    return Stage("t", "09_test", config or {"alpha": 1}, list(inputs), "stages.paths", unit)
+    return Stage("t", "09_test", config or {"alpha": 1}, list(inputs), "pipeline.paths", unit)
 
 
 def publish(stage, text="new"):
@@ -39,7 +39,7 @@ def test_status_moves_from_missing_to_done_to_stale_with_reasons(artifacts):
 def test_downstream_stage_is_stale_when_its_input_is_rebuilt(artifacts):
     upstream = make()
     publish(upstream)
-    downstream = Stage("t", "10_next", {}, [upstream.directory], "stages.paths")
+    downstream = Stage("t", "10_next", {}, [upstream.directory], "pipeline.paths")
     publish(downstream)
     assert downstream.status()[0] == "done"
     publish(make({"alpha": 5}))
@@ -47,7 +47,7 @@ def test_downstream_stage_is_stale_when_its_input_is_rebuilt(artifacts):
 
 
 def test_missing_input_blocks_a_stage(artifacts):
-    downstream = Stage("t", "10_next", {}, [stage_dir("t", "09_test")], "stages.paths")
+    downstream = Stage("t", "10_next", {}, [stage_dir("t", "09_test")], "pipeline.paths")
     assert downstream.status()[0] == "missing"
     with pytest.raises(RuntimeError, match="input stage"):
         downstream.should_run()
@@ -65,8 +65,8 @@ def test_a_failed_build_keeps_the_old_output_and_leaves_no_temporary(artifacts):
 
 KILLED_BUILD = """
 import sys, time
-from stages.manifest import Stage
-stage = Stage("t", "09_test", {"alpha": 2}, [], "stages.paths")
+from pipeline.manifest import Stage
+stage = Stage("t", "09_test", {"alpha": 2}, [], "pipeline.paths")
 with stage.build() as out:
     (out / "data.txt").write_text("half")
     print("writing", flush=True)

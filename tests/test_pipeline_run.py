@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from stages import code, registry, run, status, tags
+from pipeline import code, registry, run, status, tags
 from tests.conftest import REPO_ROOT
 
 PREPROCESSING = ("--only", "00,01,02,03")
@@ -41,7 +41,7 @@ def listing(capsys, *options) -> dict[str, tuple[str, str]]:
 def test_each_stage_depends_on_the_modules_it_imports_at_any_depth():
     closure = {entry.folder: set(code.import_closure(entry.module)) for entry in registry.STAGES}
     for folder, modules in closure.items():
-        assert "stages.manifest" in modules, folder  # the publishing code of every stage
+        assert "pipeline.manifest" in modules, folder  # the publishing code of every stage
     assert "preprocessing.split" in closure["03_hash"]  # via count / load_split
     assert "ensembles.calibrate" in code.import_closure("models.train")  # down-sampling fix
     assert "models.ipnn" in code.import_closure("models.train")  # loaded by name, f"models.{x}"
@@ -72,7 +72,7 @@ def test_an_edit_to_an_imported_module_makes_the_stage_stale(built, monkeypatch,
     edited(monkeypatch, "manifest.py")  # imported by every stage, listed by none before
     table = listing(capsys, "--tag", "t")
     for label in ("00_raw", "01_split", "02_count", "03_hash"):
-        assert table[label] == ("stale", "code changed: stages/manifest.py"), label
+        assert table[label] == ("stale", "code changed: pipeline/manifest.py"), label
 
 
 def test_only_refuses_a_stage_whose_input_is_stale_like_list_says(built, monkeypatch, capsys):
@@ -127,7 +127,7 @@ def test_start_up_noise_is_dropped_and_the_rest_kept():
 
 
 def test_list_rows_follow_the_registry_order(artifacts):
-    from stages import settings
+    from pipeline import settings
     labels = [label for label, _, _ in status.rows("t", settings.load_pipeline_config(
         overrides=["models=[lr]"]))]
     folders = [label.split("/")[0] for label in labels]

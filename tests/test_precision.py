@@ -14,7 +14,7 @@ import pytest
 from models import precision
 from models.runner_config import RunnerConfig, TrainConfig
 from models.train import train_model
-from stages.paths import REPO_ROOT, stage_dir
+from pipeline.paths import REPO_ROOT, stage_dir
 from tests.test_runner import make_field_files
 
 # |validation logloss - float32's| after 2 epochs of a small IPNN (float32: 0.5255 on TensorFlow,

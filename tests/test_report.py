@@ -5,7 +5,7 @@ import json
 import pytest
 
 from ensembles import report
-from stages.paths import stage_dir
+from pipeline.paths import stage_dir
 
 
 def write_json(path, data):

@@ -29,7 +29,7 @@ from models.runner_config import (
 )
 from models.train import main, train_model
 from preprocessing.field_spec import Field, FieldSpec
-from stages.paths import REPO_ROOT, stage_dir
+from pipeline.paths import REPO_ROOT, stage_dir
 
 MODEL_IDS = ("lr", "fm", "ffm", "kfm_mat", "kfm_vec", "kfm_num", "nifm", "fnn", "ccpm", "afm",
              "deepfm", "ipnn", "kpnn_mat", "kpnn_vec", "kpnn_num", "pin")

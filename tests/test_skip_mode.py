@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from preprocessing import count, keys, parse, schema
-from stages.manifest import read_manifest
-from stages.paths import stage_dir
+from pipeline.manifest import read_manifest
+from pipeline.paths import stage_dir
 from tests.conftest import raw_line, run_stages, write_raw
 
 SKIP = ("--set", "raw.on_bad_row=skip")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from preprocessing import count, field_spec, keys, parse, raw, schema
-from stages.manifest import read_manifest
-from stages.paths import stage_dir
+from pipeline.manifest import read_manifest
+from pipeline.paths import stage_dir
 from tests.conftest import run_stages, write_raw
 
 ALL = ("raw", "split", "count", "hash_fields", "export")

@@ -14,8 +14,8 @@ import pytest
 from ensembles import metrics, report
 from ensembles.report import read_json
 from preprocessing.schema import FULL_TEST_ROWS, TEST_ID_START
-from stages.manifest import file_md5
-from stages.paths import stage_dir
+from pipeline.manifest import file_md5
+from pipeline.paths import stage_dir
 from submissions import upload, validate, write
 from tests.test_calibrate import fake_hash_stage, fake_model, logistic_data
 
@@ -131,7 +131,7 @@ OPTIONS = ["--tag", "t", "--set", "models=[m1, m2]", "--set", "calibrate.candida
 
 def fake_raw_stage(tag: str, test_rows: int):
     """A published 00_raw/ whose raw.json counts `test_rows` test rows (what stage 08 checks)."""
-    from stages.manifest import Stage
+    from pipeline.manifest import Stage
 
     with Stage(tag, "00_raw", {"fake": True}, inputs=[]).build() as out:
         (out / "raw.json").write_text(json.dumps({"source": "synthetic",

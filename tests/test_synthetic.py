@@ -21,8 +21,8 @@ from threadpoolctl import threadpool_limits
 from preprocessing import schema, synthetic
 from preprocessing.synthetic import bayes, distributions, kernels, laws, planted
 from preprocessing.synthetic.__main__ import main
-from stages import code
-from stages.paths import REPO_ROOT
+from pipeline import code
+from pipeline.paths import REPO_ROOT
 
 TRAIN_ROWS, TEST_ROWS, SEED = 30_000, 4_000, 2014
 FIT_ROWS = 24_000  # models below fit on these train rows and are scored on the rest

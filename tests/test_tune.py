@@ -23,9 +23,9 @@ from ensembles import report
 from models import train, tune
 from models import stage as model_stage
 from models.runner_config import RunnerConfig, TrainConfig, config_path, load_runner_config
-from stages import settings
-from stages.manifest import Stage, read_manifest
-from stages.paths import stage_dir
+from pipeline import settings
+from pipeline.manifest import Stage, read_manifest
+from pipeline.paths import stage_dir
 from tests.conftest import REPO_ROOT
 from tests.test_leaves import staged  # noqa: F401  (module-scoped: tag t through 04_export)
 from tests.test_runner import make_field_files
@@ -117,9 +117,9 @@ FAKE_SEARCH = """
 import dataclasses, math, os, signal, sys, types
 from pathlib import Path
 from models import tune
-from stages.manifest import Stage
-from stages.paths import stage_dir
-from stages.settings import TuneConfig
+from pipeline.manifest import Stage
+from pipeline.paths import stage_dir
+from pipeline.settings import TuneConfig
 
 @dataclasses.dataclass(frozen=True)
 class Train:
@@ -245,7 +245,7 @@ def test_space_errors_name_the_key(tmp_path):
 
 
 def test_run_sh_tune_lists_the_study_before_the_model(artifacts, capsys):
-    from stages import errors, run
+    from pipeline import errors, run
     make_field_files("tiny")
     assert run.main(["--tag", "tiny", "--set", "models=[lr, fm]", "--tune", "lr", "--list"]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()

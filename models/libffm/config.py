@@ -6,8 +6,8 @@ import dataclasses
 import typing
 from pathlib import Path
 
-from stages import config as config_lib
-from stages.paths import stage_dir
+from pipeline import config as config_lib
+from pipeline.paths import stage_dir
 
 
 @dataclasses.dataclass(frozen=True)

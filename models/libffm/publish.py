@@ -15,9 +15,9 @@ from models.libffm.config import LibffmConfig, input_dir
 from models.libffm.trainer import FitResult, run_numba
 from models.train_report import constant_logloss, logloss_and_auc, write_history
 from preprocessing import field_spec
-from stages import config as config_lib
-from stages.manifest import Stage
-from stages.paths import stage_dir
+from pipeline import config as config_lib
+from pipeline.manifest import Stage
+from pipeline.paths import stage_dir
 
 
 def stage_for(tag: str, model_id: str, config: LibffmConfig) -> Stage:

@@ -2,7 +2,7 @@
 Kaggle files. Pure data; `distributions.py` turns the laws into probabilities and inverse CDFs.
 
 A Python module rather than a YAML/JSON file: stage 00's code fingerprint is the import closure of
-its entry module (stages/code.py), so an edit here makes the stage stale, which a data file read
+its entry module (pipeline/code.py), so an edit here makes the stage stale, which a data file read
 at run time would not; and the numbers keep their comments and their tuple/None types.
 """
 

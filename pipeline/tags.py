@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from stages.paths import artifacts_root
+from pipeline.paths import artifacts_root
 
 TAG_FILE = "tag.json"
 DATA_KEY = "raw.data_dir"

@@ -1,16 +1,16 @@
-"""Errors the user can fix, and the handler every stage runs under (`python -m stages.main`).
+"""Errors the user can fix, and the handler every stage runs under (`python -m pipeline.main`).
 
 A known failure ends the stage with one or two lines on stderr, `error: <message>`, naming the
 user's file (its line and field where they apply) and what to do, and exit status 2. Known are:
 `PipelineError` (raised by stage code for bad input), the parser's `BadRowError`, configuration
-errors (`stages/config.py`, dataclass `__post_init__` checks, YAML syntax), a FileNotFoundError
+errors (`pipeline/config.py`, dataclass `__post_init__` checks, YAML syntax), a FileNotFoundError
 that project code raised with its own message ("<path>: missing; run stage 03"), and the
 environment's OSErrors: disk full or over quota, a read-only or forbidden folder, a missing input
 or config file (outside the artifacts tree). Anything else is a bug and keeps its traceback. With
 CRITEO_PNN_DEBUG=1 the traceback is printed for known failures too.
 
-Stage modules import this one, so it is part of their code fingerprints (stages/code.py): it
-imports nothing but the standard library and stages.paths.
+Stage modules import this one, so it is part of their code fingerprints (pipeline/code.py): it
+imports nothing but the standard library and pipeline.paths.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ import sys
 import traceback
 from pathlib import Path
 
-from stages.paths import REPO_ROOT, artifacts_root
+from pipeline.paths import REPO_ROOT, artifacts_root
 
 DEBUG_VARIABLE = "CRITEO_PNN_DEBUG"
 EXIT_STATUS = 2
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
-# A stage's temporary folder (stages/manifest.py Stage.build): `.tmp-<folder>-<pid>`.
+# A stage's temporary folder (pipeline/manifest.py Stage.build): `.tmp-<folder>-<pid>`.
 _TEMPORARY = re.compile(r"^\.tmp-(.+)-\d+$")
 
 
@@ -150,7 +150,7 @@ def _is_config_error(error: BaseException) -> bool:
     filename = _raised_in_project(error)
     if filename is None:
         return False
-    return filename == REPO_ROOT / "stages" / "config.py" or \
+    return filename == REPO_ROOT / "pipeline" / "config.py" or \
         _innermost_frame(error).f_code.co_name == "__post_init__"
 
 

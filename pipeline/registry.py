@@ -1,5 +1,5 @@
 """The ordered stage registry: the one place that says which stages exist, in what order, and
-which entry module each one runs. `./run.sh` (through `stages.run`), `--only`, `--from` and
+which entry module each one runs. `./run.sh` (through `pipeline.run`), `--only`, `--from` and
 `--list` all read it; each `stages/<folder>.sh` is the thin, documented script of one entry
 (tests check the two against each other).
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from stages.paths import REPO_ROOT
+from pipeline.paths import REPO_ROOT
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,7 +17,7 @@ import functools
 import hashlib
 from pathlib import Path
 
-from stages.paths import REPO_ROOT
+from pipeline.paths import REPO_ROOT
 
 
 @functools.cache

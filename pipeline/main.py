@@ -1,7 +1,7 @@
-"""`python -m stages.main MODULE [ARGS...]`: runs stage entry module MODULE's `main(ARGS)`.
+"""`python -m pipeline.main MODULE [ARGS...]`: runs stage entry module MODULE's `main(ARGS)`.
 
 What each `stages/NN_*.sh` execs. A known failure (bad input, config error, disk full, read-only
-folder; see stages/errors.py) ends with one `error: ...` line on stderr and exit status 2; an
+folder; see pipeline/errors.py) ends with one `error: ...` line on stderr and exit status 2; an
 unexpected one keeps its traceback. CRITEO_PNN_DEBUG=1 shows the traceback of known ones too.
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 import importlib
 import sys
 
-from stages import errors
+from pipeline import errors
 
-USAGE = "usage: python -m stages.main MODULE [ARGS...]   (e.g. preprocessing.raw --tag demo)"
+USAGE = "usage: python -m pipeline.main MODULE [ARGS...]   (e.g. preprocessing.raw --tag demo)"
 
 
 def _run_module(name: str, args: list[str]):

@@ -1,11 +1,11 @@
 """Every stage's status (done / stale / missing) and why: `./run.sh --list` prints it, and
-`./run.sh` checks it before each stage (stages.run)."""
+`./run.sh` checks it before each stage (pipeline.run)."""
 
 from __future__ import annotations
 
 import importlib
 
-from stages import registry, settings
+from pipeline import registry, settings
 
 
 def stages_of(entry: registry.StageEntry, tag: str, config: settings.PipelineConfig) -> list:

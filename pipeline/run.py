@@ -1,7 +1,7 @@
 """`./run.sh`: runs the selected stages in registry order, skipping those already done.
 
 Each stage runs as its own process through its script `stages/<folder>.sh`. Before a stage runs,
-the status table that `--list` prints (`stages.status.rows`) is computed again: a stage whose
+the status table that `--list` prints (`pipeline.status.rows`) is computed again: a stage whose
 input is stale or missing and not selected in this run is refused with the reason and the command
 that rebuilds the input, so `--only` never builds on (or skips past) stale work that `--list`
 reports. TensorFlow/absl start-up logs are dropped from the stages' stderr unless --verbose.
@@ -20,8 +20,8 @@ import threading
 from pathlib import Path
 
 from preprocessing.schema import FULL_TEST_ROWS, FULL_TRAIN_ROWS
-from stages import errors, registry, settings, status, tags
-from stages.paths import REPO_ROOT, artifacts_root
+from pipeline import errors, registry, settings, status, tags
+from pipeline.paths import REPO_ROOT, artifacts_root
 
 # TensorFlow's C++ start-up lines (before absl logging is set up, so TF_CPP_MIN_LOG_LEVEL does
 # not reach them): absl's notice, oneDNN and cpu_feature_guard info lines and their follow-up.

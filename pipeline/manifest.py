@@ -18,9 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-from stages import errors, registry
-from stages.code import code_digests
-from stages.paths import stage_dir
+from pipeline import errors, registry
+from pipeline.code import code_digests
+from pipeline.paths import stage_dir
 
 MANIFEST = "manifest.json"
 RESOLVED_CONFIG = "config.resolved.json"
@@ -61,7 +61,7 @@ class Stage:
         config: the resolved config this stage depends on (JSON-able).
         inputs: folders of upstream stages whose manifests this stage reads.
         code: the modules whose import closure is the stage's code (a change to any file in it
-            makes the stage stale); default: the stage's entry module in `stages.registry`.
+            makes the stage stale); default: the stage's entry module in `pipeline.registry`.
         unit: optional sub-unit (a model id for stage 05).
     """
 
@@ -75,7 +75,7 @@ class Stage:
         if not modules:
             entry = registry.entry_module(name)
             if entry is None:
-                raise ValueError(f"stage {name}: not in stages.registry; name its code modules")
+                raise ValueError(f"stage {name}: not in pipeline.registry; name its code modules")
             modules = (entry,)
         self.code = code_digests(*modules)
         self.records: dict = {}

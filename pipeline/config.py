@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from stages.paths import REPO_ROOT
+from pipeline.paths import REPO_ROOT
 
 
 def merge(base: dict, overlay: dict) -> dict:

@@ -6,9 +6,9 @@ import argparse
 import dataclasses
 import typing
 
-from stages import config as config_lib
-from stages import tags
-from stages.paths import REPO_ROOT
+from pipeline import config as config_lib
+from pipeline import tags
+from pipeline.paths import REPO_ROOT
 
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "pipeline.yaml"
 
@@ -200,7 +200,7 @@ def load_pipeline_config(config_files=(), overrides=()) -> PipelineConfig:
 
 
 def from_args(args: argparse.Namespace) -> PipelineConfig:
-    """The config of a command on `args.tag`: the tag's remembered overlays (stages.tags), then
+    """The config of a command on `args.tag`: the tag's remembered overlays (pipeline.tags), then
     the command's own --config files and --set overrides."""
     return load_pipeline_config(*tags.resolve(args.tag, args.config, args.set))
 

@@ -1,0 +1,1 @@
+"""The pipeline core: stage registry, config, manifests and atomic publishing, the runner behind ./run.sh."""

@@ -1,1 +1,0 @@
-"""The numbered pipeline stages: shared config, manifests and atomic publishing."""
