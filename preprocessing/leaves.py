@@ -208,30 +208,42 @@ def leaf_spec(spec: field_spec.FieldSpec, vocabulary: list[dict], provenance: di
     return dataclasses.replace(extended, min_count={**extended.min_count, "leaf": 1})
 
 
+def leaf_tables(vocabulary: list[dict], out_of_fold: bool = False) -> np.ndarray:
+    """int32 [trees, folds << 16]: (fold, heap number) -> local id (0: OOV); one fold unless
+    `out_of_fold`."""
+    folds = 1 + max(max(entry["folds"]) for entry in vocabulary) if out_of_fold else 1
+    tables = np.zeros((len(vocabulary), folds << 16), np.int32)
+    for tree, entry in enumerate(vocabulary):
+        codes = np.asarray(entry["leaves"], np.int64)
+        if out_of_fold:
+            codes += np.asarray(entry["folds"], np.int64) << 16
+        tables[tree, codes] = entry["ids"]
+    return tables
+
+
+def leaf_ids(tables: np.ndarray, leaves, offsets, row_folds=None) -> np.ndarray:
+    """int32 [rows, trees]: the global id of each tree's (fold, leaf) key of heap leaf numbers
+    `leaves` [rows, trees] (`row_folds`: uint8 [rows] in out-of-fold mode, else None)."""
+    block = np.asarray(leaves).astype(np.int64)
+    if row_folds is not None:
+        block += np.asarray(row_folds, np.int64)[:, None] << 16
+    return tables[np.arange(len(tables)), block] + np.asarray(offsets, np.int32)
+
+
 def write_fields(path: Path, base_fields, leaves, vocabulary: list[dict], offsets,
                  row_folds=None) -> np.ndarray:
     """int32 [rows, F + trees]: the 03 fields, then global ids of each tree's (fold, leaf) key.
 
     row_folds: uint8 [rows], the fold of each row's leaves (out-of-fold mode), else None.
     """
-    folds = 1 if row_folds is None else 1 + max(max(entry["folds"]) for entry in vocabulary)
-    # (fold, heap number) -> local id (0: OOV)
-    tables = np.zeros((len(vocabulary), folds << 16), np.int32)
-    for tree, entry in enumerate(vocabulary):
-        codes = np.asarray(entry["leaves"], np.int64)
-        if row_folds is not None:
-            codes += np.asarray(entry["folds"], np.int64) << 16
-        tables[tree, codes] = entry["ids"]
+    tables = leaf_tables(vocabulary, row_folds is not None)
     rows, width = base_fields.shape
-    tree_index = np.arange(len(vocabulary))
     with NpyWriter(path, np.int32, (width + len(vocabulary),)) as out:
         for start in range(0, rows, CHUNK_ROWS):
             stop = min(start + CHUNK_ROWS, rows)
-            block = np.asarray(leaves[start:stop]).astype(np.int64)
-            if row_folds is not None:
-                block += np.asarray(row_folds[start:stop], np.int64)[:, None] << 16
-            leaf_ids = tables[tree_index, block] + np.asarray(offsets, np.int32)
-            out.append(np.concatenate([np.asarray(base_fields[start:stop]), leaf_ids], axis=1))
+            folds = None if row_folds is None else row_folds[start:stop]
+            ids = leaf_ids(tables, leaves[start:stop], offsets, folds)
+            out.append(np.concatenate([np.asarray(base_fields[start:stop]), ids], axis=1))
     return np.load(path, mmap_mode="r")
 
 
