@@ -22,11 +22,11 @@ import yaml
 from ensembles import report
 from models import train, tune
 from models import stage as model_stage
-from models.runner_config import RunnerConfig, TrainConfig, config_path, load_runner_config
+from models.runner_config import RunnerConfig, TrainConfig, config_path
 from pipeline import settings
 from pipeline.manifest import Stage, read_manifest
-from pipeline.paths import stage_dir
-from tests.conftest import REPO_ROOT
+from pipeline.paths import artifacts_root, stage_dir
+from tests.conftest import REPO_ROOT, use_artifacts
 from tests.test_leaves import staged  # noqa: F401  (module-scoped: tag t through 04_export)
 from tests.test_runner import make_field_files
 
@@ -37,8 +37,7 @@ PLANTED = {"train.learning_rate": {"choices": [1.0e-4, 1.0e-3, 0.1]},
 
 @pytest.fixture
 def artifacts(tmp_path, monkeypatch):
-    monkeypatch.setenv("CRITEO_PNN_ARTIFACTS", str(tmp_path / "artifacts"))
-    return tmp_path / "artifacts"
+    return use_artifacts(monkeypatch, tmp_path / "artifacts")
 
 
 @pytest.fixture
@@ -67,7 +66,7 @@ def finished_trials(tag: str) -> list:
 def test_the_search_finds_the_planted_setting_then_is_skipped(search_dir, capsys):
     make_field_files("tiny")
     budget = settings.TuneConfig(trials=6, minutes=None, seed=1)
-    best = tune.run_study("tiny", "lr", train, lr_config(), budget)
+    best = tune.run_study("tiny", "lr", train.LEARNER, lr_config(), budget)
     printed = capsys.readouterr().out
     assert best["values"]["train.learning_rate"] == 0.1
     assert best["default"]["trial"] == 0 and best["default"]["valid_logloss"] is None
@@ -87,7 +86,7 @@ def test_the_search_finds_the_planted_setting_then_is_skipped(search_dir, capsys
     assert len(list((folder / "logs").glob("trial-*.log"))) == 6
     assert read_manifest(folder)["best"]["values"] == best["values"]
 
-    assert tune.run_study("tiny", "lr", train, lr_config(), budget) == best
+    assert tune.run_study("tiny", "lr", train.LEARNER, lr_config(), budget) == best
     assert "[05_tune/lr] done, skipped" in capsys.readouterr().out
     assert len(finished_trials("tiny")) == 6
 
@@ -97,16 +96,16 @@ def test_trials_never_read_the_validation_split(search_dir, monkeypatch):
     fields = np.load(stage_dir("tiny", "03_hash") / "train.fields.npy")
     seen = []
 
-    def spy(tag, model_id, config, **options):
-        spec, splits = options["data"]
+    def spy(learner, tag, model_id, config, data, on_evaluate):
+        spec, splits = data
         assert spec.rows == {"train": 3429, "valid": 571, "test": 0}
         assert np.array_equal(splits["train"].fields, fields[:3429])
         assert np.array_equal(splits["valid"].fields, fields[3429:])  # the training split's tail
         seen.append(config.train.learning_rate)
         return {"valid_logloss": 0.5}
 
-    monkeypatch.setattr(train, "train_model", spy)
-    tune.run_study("tiny", "lr", train, lr_config(),
+    monkeypatch.setattr(train.Keras, "fit_slice", spy)
+    tune.run_study("tiny", "lr", train.LEARNER, lr_config(),
                    settings.TuneConfig(trials=2, minutes=None))
     assert len(seen) == 2
 
@@ -118,8 +117,10 @@ import dataclasses, math, os, signal, sys, types
 from pathlib import Path
 from models import tune
 from pipeline.manifest import Stage
-from pipeline.paths import stage_dir
+from pipeline.paths import set_artifacts_root, stage_dir
 from pipeline.settings import TuneConfig
+
+set_artifacts_root(sys.argv[3])
 
 @dataclasses.dataclass(frozen=True)
 class Train:
@@ -135,21 +136,21 @@ def stage_for(tag, model_id, config):
     return Stage(tag, "05_train", {"model_id": model_id, **dataclasses.asdict(config)},
                  [stage_dir(tag, "03_hash")], code="models.cli", unit=model_id)
 
-def run_trial(module, tag, model_id, config, fraction, on_evaluate):
+def run_trial(tag, model_id, config, fraction, on_evaluate):
     if len(list((stage_dir(tag, tune.STAGE, model_id) / "logs").iterdir())) > int(sys.argv[1]):
         os.kill(os.getpid(), signal.SIGKILL)
     return {"valid_logloss": abs(math.log10(config.train.learning_rate) + 1)
             + config.train.batch_size / 1000}
 
-tune.run_trial = run_trial
 tune.SEARCH_DIR = Path(sys.argv[2])
-learner = types.SimpleNamespace(__name__="models.cli", stage_for=stage_for)
+learner = types.SimpleNamespace(code="models.cli", stage_for=stage_for, trial=run_trial)
 tune.run_study("tiny", "lr", learner, Config(), TuneConfig(trials=5, minutes=None, seed=1))
 """
 
 
 def fake_search(search_dir, kill_after: int) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", FAKE_SEARCH, str(kill_after), str(search_dir)],
+    return subprocess.run([sys.executable, "-c", FAKE_SEARCH, str(kill_after), str(search_dir),
+                           str(artifacts_root())],
                           cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
                           capture_output=True, text=True)
 
@@ -219,13 +220,21 @@ def test_stage_05_trains_and_publishes_the_tuned_config(artifacts, capsys):
 
 def test_every_search_space_holds_its_configs_own_values():
     for path in sorted(tune.SEARCH_DIR.glob("*.yaml")):
-        module, _ = model_stage._load(path.stem, "paper")
+        learner, _ = model_stage._load(path.stem, "paper")
         for preset in ("paper", "demo", "small"):
-            config = (load_runner_config(config_path(path.stem), preset)
-                      if module is train else module.load_config(config_path(path.stem), preset))
+            config = learner.load_config(config_path(path.stem), preset)
             space = tune.load_space(path.stem, preset)
             params = tune.default_params(space, config)
             assert tune.overlay(config, tune.values_of(space, params)) == config, path.name
+
+
+def test_every_model_id_has_a_search_space_for_every_preset():
+    model_ids = sorted(path.stem for path in config_path("lr").parent.glob("*.yaml"))
+    spaces = sorted(path.stem for path in tune.SEARCH_DIR.glob("*.yaml"))
+    assert model_ids == spaces
+    for model_id in model_ids:
+        for preset in ("paper", "demo", "small"):
+            assert tune.load_space(model_id, preset), (model_id, preset)
 
 
 def test_space_errors_name_the_key(tmp_path):
@@ -262,9 +271,9 @@ def test_run_sh_tune_lists_the_study_before_the_model(artifacts, capsys):
     ("lgbm", ["train.threads=1", "train.early_stopping_rounds=5"]),
     ("libffm", ["train.threads=1", "data.stage=03_hash"])])
 def test_gbdt_and_libffm_trials_fit_on_the_tuning_slice(staged, model_id, overrides):  # noqa: F811
-    module, _ = model_stage._load(model_id, "demo")
-    config = module.load_config(config_path(model_id), "demo", overrides)
-    best = tune.run_study(staged, model_id, module, config,
+    learner, _ = model_stage._load(model_id, "demo")
+    config = learner.load_config(config_path(model_id), "demo", overrides)
+    best = tune.run_study(staged, model_id, learner, config,
                           settings.TuneConfig(trials=3, minutes=None))
     assert best["trials"]["complete"] == 3 and best["default"]["state"] == "complete"
     assert best["tuning_logloss"] <= best["default"]["tuning_logloss"]
@@ -291,15 +300,14 @@ def test_the_time_budget_ends_a_search(search_dir, monkeypatch):
         return Stage(tag, "05_train", {"model_id": model_id, **dataclasses.asdict(config)},
                      [stage_dir(tag, "03_hash")], code="models.cli", unit=model_id)
 
-    def slow_trial(module, tag, model_id, config, fraction, on_evaluate):
+    def slow_trial(tag, model_id, config, fraction, on_evaluate):
         time.sleep(0.3)
         return {"valid_logloss": config.train.learning_rate + config.train.batch_size / 1000}
 
-    monkeypatch.setattr(tune, "run_trial", slow_trial)
     (search_dir / "lr.yaml").write_text(yaml.safe_dump({  # continuous: no repeated settings
         "space": {"train.learning_rate": {"float": [1e-4, 0.1], "log": True}},
         "presets": {"paper": {}}}))
-    learner = types.SimpleNamespace(__name__="models.cli", stage_for=stage_for)
+    learner = types.SimpleNamespace(code="models.cli", stage_for=stage_for, trial=slow_trial)
     budget = settings.TuneConfig(trials=50, minutes=0.02)  # 1.2 s
     best = tune.run_study("tiny", "lr", learner, FakeConfig(), budget)
     assert best["ended_by"] == "minutes" and 2 <= best["trials"]["complete"] < 10
