@@ -22,6 +22,8 @@ Options:
                   for day files, else kaggle). A tag remembers the --data, --config and --set
                   it was run with (artifacts/NAME/tag.json): later commands on it need none of
                   them again; a different --data on it is refused unless --force
+  --artifacts DIR artifacts root holding NAME/ (default: $CRITEO_PNN_ARTIFACTS if set, else
+                  artifacts/ in the repository); every stage gets it as its --artifacts
   --only NN[,NN]  run only these stages (e.g. --only 03 or --only 02,03)
   --from NN       run stage NN and every later one
   --force         rebuild the selected stages even if up to date

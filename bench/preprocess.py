@@ -73,7 +73,8 @@ def main() -> None:
             "--seed", "1"], dict(os.environ)))
     environment = {**os.environ, "CRITEO_PNN_ARTIFACTS": str(work / "artifacts"),
                    "TQDM_DISABLE": "1"}
-    options = ["--tag", "bench", "--set", f"raw.data_dir={data}", "--force"]
+    options = ["--artifacts", str(work / "artifacts"), "--tag", "bench",
+               "--set", f"raw.data_dir={data}", "--force"]
     split_rows = None
     for stage, module in STAGES[:4] + ([] if args.no_export else STAGES[4:]):
         if stage in ("00_raw", "01_split"):

@@ -92,8 +92,8 @@ def _elsewhere_hint(path: Path, kind: str) -> str:
     """The alternative to fixing the folder of `path`: another artifacts root, or another folder
     outside it; `kind` "larger" (a disk with room) or "writable"."""
     where = "a folder on a larger disk" if kind == "larger" else "a writable folder"
-    return (f"set CRITEO_PNN_ARTIFACTS to {where}" if _under_artifacts(path)
-            else f"choose {where}")
+    return (f"choose {where} as the artifacts root (./run.sh --artifacts DIR)"
+            if _under_artifacts(path) else f"choose {where}")
 
 
 def disk_full_message(path, error: OSError) -> str:
@@ -174,7 +174,8 @@ def _os_message(error: OSError) -> str | None:
         root = artifacts_root()
         what = "disk quota exceeded" if error.errno == errno.EDQUOT else "no space left on device"
         return (f"{what} while writing ({free_space(root)} free on the disk of {root}); free some "
-                f"space or set CRITEO_PNN_ARTIFACTS to a folder on a larger disk, then rerun")
+                f"space or choose a folder on a larger disk as the artifacts root (./run.sh "
+                f"--artifacts DIR), then rerun")
     if not error.filename:
         return None
     path = Path(error.filename)

@@ -5,6 +5,7 @@ the status table that `--list` prints (`pipeline.status.rows`) is computed again
 input is stale or missing and not selected in this run is refused with the reason and the command
 that rebuilds the input, so `--only` never builds on (or skips past) stale work that `--list`
 reports. TensorFlow/absl start-up logs are dropped from the stages' stderr unless --verbose.
+Every stage gets the run's artifacts root as its `--artifacts` argument.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ NOISE = re.compile(rb"^(WARNING: All log messages before absl::InitializeLog\(\)
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="./run.sh", description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="raw input folder")
-    parser.add_argument("--tag", help="artifact tree artifacts/<tag>/")
+    parser.add_argument("--tag", help="artifact tree <artifacts>/<tag>/")
+    settings.add_artifacts_option(parser, default=settings.artifacts_default())
     parser.add_argument("--only", default="", help="run only these stage numbers, e.g. 02,03")
     parser.add_argument("--from", dest="start", default="", help="run stage NN and later ones")
     parser.add_argument("--force", action="store_true", help="rebuild the selected stages")
@@ -95,7 +97,7 @@ def refusal(stage, states: dict, tag: str, selected_numbers: set[str]) -> str | 
 
 
 def stage_command(entry: registry.StageEntry, args, config_files, overrides) -> list[str]:
-    command = ["bash", str(entry.script), "--tag", args.tag]
+    command = ["bash", str(entry.script), "--artifacts", str(artifacts_root()), "--tag", args.tag]
     for path in config_files:
         command += ["--config", str(path)]
     for override in overrides:
@@ -164,6 +166,7 @@ def quiet_native_logs(verbose: bool):
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    settings.apply_artifacts(args)
     if args.data and not Path(args.data).is_dir():
         print(f"error: --data {args.data}: no such folder", file=sys.stderr)
         return errors.EXIT_STATUS

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import typing
+from pathlib import Path
 
 from pipeline import config as config_lib
-from pipeline import tags
+from pipeline import paths, tags
 from pipeline.paths import REPO_ROOT
 
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "pipeline.yaml"
+# The default of --artifacts when set; read by the process entries only (`artifacts_default`).
+ARTIFACTS_VARIABLE = "CRITEO_PNN_ARTIFACTS"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,7 +141,8 @@ class SubmitConfig:
     # "07_ensemble/NAME", "06_calibrate/ID" or "05_train/ID"; null: the first blend.
     source: str | None = None
     gzip: bool = True
-    # null: submissions/csv/ (under $CRITEO_PNN_ARTIFACTS/submissions/ when that is set).
+    # null: submissions/csv/ (under <artifacts root>/submissions/ when --artifacts is not the
+    # repository's artifacts/).
     output_dir: str | None = None
     upload: bool = False  # stage 09: submit the file to Kaggle with the kaggle CLI
     message: str | None = None  # Kaggle submission message; null: tag, source, valid logloss
@@ -179,9 +184,29 @@ class PipelineConfig:
     submit: SubmitConfig = SubmitConfig()
 
 
+def artifacts_default() -> Path | None:
+    """$CRITEO_PNN_ARTIFACTS, the default of `--artifacts` (None when unset): read only by the
+    process entries, `./run.sh` (pipeline/run.py) and a stage process (pipeline/main.py)."""
+    value = os.environ.get(ARTIFACTS_VARIABLE)
+    return Path(value) if value else None
+
+
+def add_artifacts_option(parser: argparse.ArgumentParser, default=None) -> None:
+    parser.add_argument("--artifacts", type=Path, default=default, metavar="DIR",
+                        help="artifacts root holding <tag>/ (default: $CRITEO_PNN_ARTIFACTS if "
+                             "set, else artifacts/ under the repository)")
+
+
+def apply_artifacts(args: argparse.Namespace) -> None:
+    """Makes `args.artifacts`, when given, this process's artifacts root (pipeline.paths)."""
+    if getattr(args, "artifacts", None):
+        paths.set_artifacts_root(args.artifacts)
+
+
 def stage_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--tag", default="demo", help="artifact tree: artifacts/<tag>/")
+    parser.add_argument("--tag", default="demo", help="artifact tree: <artifacts>/<tag>/")
+    add_artifacts_option(parser)
     parser.add_argument("--config", action="append", default=[],
                         help="YAML overlay(s) on configs/pipeline.yaml, applied in order")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -200,8 +225,10 @@ def load_pipeline_config(config_files=(), overrides=()) -> PipelineConfig:
 
 
 def from_args(args: argparse.Namespace) -> PipelineConfig:
-    """The config of a command on `args.tag`: the tag's remembered overlays (pipeline.tags), then
-    the command's own --config files and --set overrides."""
+    """The config of a command on `args.tag` under its `--artifacts` root (which becomes the
+    process's root): the tag's remembered overlays (pipeline.tags), then the command's own
+    --config files and --set overrides."""
+    apply_artifacts(args)
     return load_pipeline_config(*tags.resolve(args.tag, args.config, args.set))
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline import paths
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_CRITEO = REPO_ROOT.parent / "shared" / "data" / "criteo"
 
@@ -16,12 +18,18 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long tests, run with -m slow")
 
 
+def use_artifacts(monkeypatch, root) -> Path:
+    """Makes `root` the artifacts root of this process (pipeline.paths) until `monkeypatch` is
+    undone; subprocesses get it as `--artifacts` or $CRITEO_PNN_ARTIFACTS."""
+    root = Path(root).absolute()
+    monkeypatch.setattr(paths, "_root", root)
+    return root
+
+
 @pytest.fixture
 def artifacts(tmp_path, monkeypatch) -> Path:
     """A private artifacts root for the test (stages write under it)."""
-    root = tmp_path / "artifacts"
-    monkeypatch.setenv("CRITEO_PNN_ARTIFACTS", str(root))
-    return root
+    return use_artifacts(monkeypatch, tmp_path / "artifacts")
 
 
 def raw_line(label, ints, cats) -> str:

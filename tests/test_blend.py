@@ -10,6 +10,7 @@ import pytest
 from ensembles import blend, calibrate, metrics, report
 from pipeline import settings
 from pipeline.paths import stage_dir
+from tests.conftest import use_artifacts
 from tests.test_calibrate import fake_hash_stage, fake_model, logistic_data
 
 
@@ -309,7 +310,7 @@ def built_tree(tmp_path_factory):
     rng = np.random.default_rng(22)
     valid, test = slice(0, 5000), slice(5000, None)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CRITEO_PNN_ARTIFACTS", str(root))
+        use_artifacts(patch, root)
         fake_hash_stage("t", labels[valid], test_rows=2000)
         for model_id, noise in (("good", 0.4), ("fair", 0.5), ("poor", 2.5)):
             seen = logits + noise * rng.standard_normal(len(logits))

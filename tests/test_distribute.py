@@ -21,7 +21,7 @@ import pytest
 
 from models import distribute
 from models.runner_config import RunnerConfig, TrainConfig
-from pipeline.paths import REPO_ROOT, stage_dir
+from pipeline.paths import REPO_ROOT, set_artifacts_root, stage_dir
 
 # One vs two replicas differ only in the order of float32 sums (gradients all-reduced, duplicate
 # rows merged). Over 3 epochs of 12 Adam steps that moves the validation logloss by ~1e-7 and
@@ -79,7 +79,7 @@ def test_two_workers_on_localhost_finish_and_agree(tmp_path, artifacts):
     workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     processes = []
     for index in range(2):
-        environment = {**os.environ, "CRITEO_PNN_ARTIFACTS": str(artifacts),
+        environment = {**os.environ,
                        "TF_CONFIG": json.dumps({"cluster": {"worker": workers},
                                                 "task": {"type": "worker", "index": index}})}
         processes.append(subprocess.Popen(
@@ -145,7 +145,6 @@ def _replicas_role(out: Path) -> None:
 
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    os.environ["CRITEO_PNN_ARTIFACTS"] = str(out / "artifacts")
     make_field_files("tiny", rows=(TRAIN_ROWS, 1000, 200))
     result, weights = {}, {}
     for mode in ("none", "mirrored"):
@@ -205,4 +204,5 @@ def _worker_role(out: Path) -> None:
 
 if __name__ == "__main__":
     role, directory = sys.argv[1], Path(sys.argv[2])
+    set_artifacts_root(directory / "artifacts")
     {"replicas": _replicas_role, "worker": _worker_role}[role](directory)

@@ -247,7 +247,7 @@ def test_disk_full_at_stage_00_names_the_output_and_free_space(tmp_path, tmpfs):
     message = error_message(run_script(small, "00_raw", *data_option(data)))
     assert f"{small / 't' / '00_raw' / 'train.txt'}: no space left on device" in message
     assert re.search(r"\(\d+(\.\d)? [KM]?B free there\)", message), message
-    assert "CRITEO_PNN_ARTIFACTS" in message
+    assert "--artifacts DIR" in message
     assert not any((small / "t").iterdir())  # the partial output is removed
 
 
@@ -330,7 +330,7 @@ def test_read_only_artifacts_folder_is_one_line(tmp_path, tmpfs):
     locked = tmpfs("locked", read_only=True)
     message = error_message(run_script(locked, "00_raw", *data_option(data)))
     assert message.startswith(f"error: {locked}: read-only file system")
-    assert "CRITEO_PNN_ARTIFACTS" in message
+    assert "--artifacts DIR" in message
 
 
 @pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES])

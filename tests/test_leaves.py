@@ -8,7 +8,7 @@ import xgboost as xgb
 
 from preprocessing import field_spec, keys, leaves
 from pipeline.paths import stage_dir
-from tests.conftest import raw_line, run_stages
+from tests.conftest import raw_line, run_stages, use_artifacts
 
 TREES = 6  # small and quick; the winners' 30 trees only differ in count
 
@@ -36,7 +36,7 @@ def staged(tmp_path_factory):
     write_signal_raw(root / "raw" / "train.txt", 3500, True, seed=1)
     write_signal_raw(root / "raw" / "test.txt", 500, False, seed=2)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CRITEO_PNN_ARTIFACTS", str(root / "artifacts"))
+        use_artifacts(patch, root / "artifacts")
         run_stages("t", "--set", f"raw.data_dir={root / 'raw'}",
                    modules=("raw", "split", "count", "hash_fields", "export"))
         yield "t"

@@ -66,6 +66,8 @@ def test_a_failed_build_keeps_the_old_output_and_leaves_no_temporary(artifacts):
 KILLED_BUILD = """
 import sys, time
 from pipeline.manifest import Stage
+from pipeline.paths import set_artifacts_root
+set_artifacts_root(sys.argv[1])
 stage = Stage("t", "09_test", {"alpha": 2}, [], "pipeline.paths")
 with stage.build() as out:
     (out / "data.txt").write_text("half")
@@ -77,8 +79,8 @@ with stage.build() as out:
 def test_a_killed_build_leaves_the_old_output_and_the_rerun_cleans_up(artifacts):
     stage = make()
     publish(stage, "old")
-    process = subprocess.Popen([sys.executable, "-c", KILLED_BUILD], cwd=REPO_ROOT,
-                               stdout=subprocess.PIPE, env={**os.environ})
+    process = subprocess.Popen([sys.executable, "-c", KILLED_BUILD, str(artifacts)],
+                               cwd=REPO_ROOT, stdout=subprocess.PIPE, env={**os.environ})
     assert process.stdout.readline().strip() == b"writing"
     process.send_signal(signal.SIGKILL)
     process.wait()

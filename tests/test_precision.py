@@ -15,6 +15,7 @@ from models import precision
 from models.runner_config import RunnerConfig, TrainConfig
 from models.train import train_model
 from pipeline.paths import REPO_ROOT, stage_dir
+from tests.conftest import use_artifacts
 from tests.test_runner import make_field_files
 
 # |validation logloss - float32's| after 2 epochs of a small IPNN (float32: 0.5255 on TensorFlow,
@@ -36,7 +37,7 @@ def ipnn_config(precision_name: str) -> RunnerConfig:
 @pytest.fixture(scope="module")
 def float32_logloss(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CRITEO_PNN_ARTIFACTS", str(tmp_path_factory.mktemp("f32") / "artifacts"))
+        use_artifacts(patch, tmp_path_factory.mktemp("f32") / "artifacts")
         make_field_files("fixed", rows=(4000, 1000, 200))
         yield train_model("fixed", "ipnn", ipnn_config("float32"))["valid_logloss"]
 

@@ -30,6 +30,7 @@ from models.runner_config import (
 from models.train import main, train_model
 from preprocessing.field_spec import Field, FieldSpec
 from pipeline.paths import REPO_ROOT, stage_dir
+from tests.conftest import use_artifacts
 
 MODEL_IDS = ("lr", "fm", "ffm", "kfm_mat", "kfm_vec", "kfm_num", "nifm", "fnn", "ccpm", "afm",
              "deepfm", "ipnn", "kpnn_mat", "kpnn_vec", "kpnn_num", "pin")
@@ -74,8 +75,7 @@ def make_field_files(tag: str, rows=(4000, 1000, 500), seed=0, noise=False) -> F
 
 @pytest.fixture(autouse=True)
 def artifacts(tmp_path, monkeypatch):
-    monkeypatch.setenv("CRITEO_PNN_ARTIFACTS", str(tmp_path / "artifacts"))
-    return tmp_path / "artifacts"
+    return use_artifacts(monkeypatch, tmp_path / "artifacts")
 
 
 def write_model_yaml(path: Path, arch: str, train: dict, **model) -> Path:
