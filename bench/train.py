@@ -29,7 +29,7 @@ import numpy as np
 from models import data, optimizers, precision, registry
 from models.layers.mlp import MLP
 from models.runner_config import CONFIG_DIR, load_runner_config
-from models.stage import learner
+from models.learner import learner_kind
 from models.engine import create_train_step, tune_memory_allocator
 from preprocessing.field_spec import Field, FieldSpec
 
@@ -173,7 +173,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     tune_memory_allocator()  # as models.train does
     model_ids = args.models or sorted(path.stem for path in CONFIG_DIR.glob("*.yaml")
-                                      if learner(path.stem) == "models.train")
+                                      if learner_kind(path.stem) == "keras")
     for preset in args.presets:
         for model_id in model_ids:
             result = bench_model(model_id, preset, args.steps, args.warmup, args.set,

@@ -38,6 +38,7 @@ from pipeline import config as config_lib
 from pipeline import errors
 from pipeline import settings
 from pipeline.manifest import Stage
+from pipeline.metrics import correct_negative_sampling
 from pipeline.paths import stage_dir
 
 WINNERS_THRESHOLD = 0.0035  # 3 Idiots, utils/calibrate.py
@@ -49,16 +50,6 @@ def winners_shift(probabilities: np.ndarray) -> np.ndarray:
     probabilities = np.asarray(probabilities, np.float64)
     return np.where(probabilities > WINNERS_THRESHOLD, probabilities - WINNERS_SHIFT,
                     probabilities)
-
-
-def correct_negative_sampling(probabilities: np.ndarray, rate: float) -> np.ndarray:
-    """Undoes training on a fraction `rate` of the negatives: q = p / (p + (1 - p) / rate)."""
-    if not 0 < rate <= 1:
-        raise errors.InputError(f"negative_sampling_rate={rate}: must be in (0, 1]")
-    probabilities = np.asarray(probabilities, np.float64)
-    if rate == 1:  # nothing to undo: keep the values bit for bit
-        return probabilities
-    return probabilities / (probabilities + (1 - probabilities) / rate)
 
 
 def fit(method: str, probabilities: np.ndarray, labels: np.ndarray) -> dict:

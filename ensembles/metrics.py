@@ -1,11 +1,14 @@
-"""Validation metrics of stages 05-08 and the report: logloss, AUC, relative information gain and
-expected calibration error, plus the logit transforms that calibration and blending work in."""
+"""The metrics and tools of stages 06-07 and the report: expected calibration error, the logit
+transforms that calibration and blending work in, held-out comparisons and logistic fits. Logloss,
+AUC and relative information gain are defined once in `pipeline/metrics.py` (stage 05 uses them
+too) and are importable from here."""
 
 from __future__ import annotations
 
 import numpy as np
 from scipy.special import expit
-from sklearn.metrics import log_loss, roc_auc_score
+
+from pipeline.metrics import auc, logloss, relative_information_gain  # noqa: F401
 
 # Probabilities are clipped to [EPSILON, 1 - EPSILON] before taking logits: float32 sigmoids
 # saturate to exactly 0 or 1, and float32 resolves about 6e-8 next to 1.
@@ -20,27 +23,6 @@ def logit(probabilities: np.ndarray) -> np.ndarray:
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
     return expit(np.asarray(logits, np.float64))
-
-
-def logloss(labels: np.ndarray, probabilities: np.ndarray) -> float:
-    """Mean binary cross-entropy (sklearn; the competition's metric)."""
-    return float(log_loss(np.asarray(labels), np.asarray(probabilities, np.float64),
-                          labels=[0, 1]))
-
-
-def auc(labels: np.ndarray, probabilities: np.ndarray) -> float:
-    """ROC AUC, nan when the labels hold one class only."""
-    labels = np.asarray(labels)
-    if not 0 < labels.sum() < len(labels):
-        return float("nan")
-    return float(roc_auc_score(labels, np.asarray(probabilities, np.float64)))
-
-
-def relative_information_gain(labels: np.ndarray, probabilities: np.ndarray,
-                              base_rate: float) -> float:
-    """1 - logloss / logloss of always predicting `base_rate` (the training click rate)."""
-    constant = logloss(labels, np.full(len(labels), base_rate, np.float64))
-    return 1.0 - logloss(labels, probabilities) / constant
 
 
 def reliability_bins(labels: np.ndarray, probabilities: np.ndarray, bins: int):

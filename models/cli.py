@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from models.learner import train
 from models.runner_config import config_path
 from preprocessing.field_spec import FieldSpec
 from pipeline.paths import stage_dir
@@ -47,10 +48,10 @@ def learner_parser(module_doc: str, preset_default: str = "paper", preset_choice
     return parser
 
 
-def learner_main(module_doc: str, load_config, train_model, argv=None,
-                 prog: str | None = None) -> None:
-    """The entry point of a learner that is not the Keras runner (models.gbdt, models.libffm);
-    `prog`: the name --help shows (`python -m models.libffm`)."""
+def learner_main(module_doc: str, learner, argv=None, prog: str | None = None) -> None:
+    """The entry point of a learner other than the Keras runner (models.gbdt, models.libffm):
+    `learner` (a `models.learner.Learner`) trains and publishes the model; `prog`: the name
+    --help shows (`python -m models.libffm`)."""
     args = learner_parser(module_doc, prog=prog).parse_args(argv)
-    path = args.config or config_path(args.model)
-    train_model(args.tag, args.model, load_config(path, args.preset, args.set), force=args.force)
+    config = learner.load_config(args.config or config_path(args.model), args.preset, args.set)
+    train(learner, args.tag, args.model, config, force=args.force)

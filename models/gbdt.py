@@ -11,13 +11,14 @@ Inputs (`data.inputs`):
 The matrices stream from memmaps (xgboost: a QuantileDMatrix fed chunk by chunk; lightgbm: a
 `Sequence`), early stopping watches the validation logloss, predictions use the best round.
 
-Outputs `artifacts/<TAG>/05_train/<ID>/`: metrics.json (the runner's keys; `epochs` counts
-boosting rounds), valid.pred.npy, test.pred.npy (float32), model.json (xgboost) or model.txt
-(lightgbm), history.csv (validation logloss per round), config.resolved.json.
+Outputs `artifacts/<TAG>/05_train/<ID>/`: what the publisher writes for every learner
+(`models/learner.py`; `epochs` counts boosting rounds, history.csv has the validation logloss per
+round) and model.json (xgboost) or model.txt (lightgbm).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import numbers
@@ -30,14 +31,10 @@ import lightgbm as lgb
 import numpy as np
 import xgboost as xgb
 
+from models import learner
 from models.cli import learner_main
-from models.train_report import (  # the runner's metrics and history file
-    constant_logloss,
-    logloss_and_auc,
-    write_history,
-)
 from preprocessing import field_spec, schema
-from preprocessing.leaves import CHUNK_ROWS, ChunkIterator
+from preprocessing.chunks import CHUNK_ROWS, ChunkIterator
 from pipeline import config as config_lib
 from pipeline.manifest import Stage
 from pipeline.paths import stage_dir
@@ -85,7 +82,7 @@ class GbdtConfig:
 
 def load_config(path: Path, preset: str = "paper", overrides=()) -> GbdtConfig:
     """The model YAML, then `presets.<preset>`, then `--set key=value` overrides; strict."""
-    return config_lib.load_with_preset(GbdtConfig, path, preset, overrides, f" ({path})")
+    return learner.load_config(GbdtConfig, path, preset, overrides, f" ({path})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,7 +267,7 @@ def train_lightgbm(config: GbdtConfig, matrices, labels, types, names):
 
 
 # ---------------------------------------------------------------------------------------------
-# Training and publishing
+# The learner
 
 def stage_for(tag: str, model_id: str, config: GbdtConfig) -> Stage:
     inputs = [stage_dir(tag, "03_hash")]
@@ -280,55 +277,79 @@ def stage_for(tag: str, model_id: str, config: GbdtConfig) -> Stage:
                  code=__spec__.name, unit=model_id)
 
 
-def train_model(tag: str, model_id: str, config: GbdtConfig, force: bool = False) -> dict | None:
-    """Trains and publishes one GBDT model; returns its metrics (None when up to date)."""
-    started = time.time()
-    stage = stage_for(tag, model_id, config)
-    if not stage.should_run(force):
-        return None
-    matrices, labels, types = open_matrices(tag, config)
+def fit_booster(tag: str, config: GbdtConfig, matrices, labels, types):
+    """Boosts on the first `max_*_rows` of `matrices`' train and valid rows; (booster,
+    predict, validation losses per round, best round, nodes, training rows, seconds)."""
     limits = {"train": config.train.max_train_rows, "valid": config.train.max_valid_rows}
-    fit_matrices = {split: head(matrices[split], limit) for split, limit in limits.items()}
-    fit_labels = {split: labels[split][:limit] for split, limit in limits.items()}
-    names = column_names(tag, config)
+    fit_matrices = {split: head(matrices[split], limits[split]) for split in limits}
+    fit_labels = {split: labels[split][:limits[split]] for split in limits}
     trainer = train_xgboost if config.model.library == "xgboost" else train_lightgbm
-    fit_started = time.perf_counter()
-    booster, predict, losses, best_round, nodes = trainer(config, fit_matrices, fit_labels, types,
-                                                          names)
-    train_seconds = time.perf_counter() - fit_started
-    spec = field_spec.FieldSpec.load(stage_dir(tag, "03_hash"))
-    with stage.build() as out:
-        predictions = {split: predict(matrices[split]).astype(np.float32)
-                       for split in ("valid", "test")}
-        for split, values in predictions.items():
-            np.save(out / f"{split}.pred.npy", values)
-        booster.save_model(out / ("model.json" if config.model.library == "xgboost"
-                                  else "model.txt"))
-        valid_logloss, valid_auc = logloss_and_auc(labels["valid"], predictions["valid"])
-        constant = constant_logloss(labels["valid"], spec.label_rate["train"])
-        train_rows = len(fit_matrices["train"])
-        metrics = {"valid_logloss": valid_logloss, "valid_auc": valid_auc,
-                   "valid_rows": len(labels["valid"]), "constant_logloss": constant,
-                   "relative_information_gain": 1.0 - valid_logloss / constant,
-                   "examples_per_second": train_rows * len(losses) / max(train_seconds, 1e-9),
-                   "parameter_count": nodes, "epochs": len(losses), "best_epoch": best_round,
-                   "stopped_early": len(losses) < config.train.rounds,
-                   "train_rows": train_rows, "train_seconds": train_seconds,
-                   "wall_seconds": time.time() - started,
-                   "library": f"{config.model.library} "
-                              f"{(xgb if config.model.library == 'xgboost' else lgb).__version__}"}
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
-        write_history([{"round": number, "valid_logloss": loss}
-                       for number, loss in enumerate(losses, start=1)], out / "history.csv",
-                      columns=None)
-        stage.record(metrics=metrics)
-    print(f"  {model_id}: valid logloss {valid_logloss:.5f}, AUC {valid_auc:.4f}, best round "
-          f"{best_round} of {len(losses)}")
-    return metrics
+    names = column_names(tag, config)
+    started = time.perf_counter()
+    booster, predict, losses, best_round, nodes = trainer(config, fit_matrices, fit_labels,
+                                                          types, names)
+    return (booster, predict, losses, best_round, nodes, len(fit_matrices["train"]),
+            time.perf_counter() - started)
+
+
+class Gbdt:
+    """xgboost and lightgbm as a stage-05 learner (`models.learner.Learner`)."""
+    code = __spec__.name
+
+    def load_config(self, path: Path, preset: str = "paper", overrides=()) -> GbdtConfig:
+        return load_config(path, preset, overrides)
+
+    def stage_for(self, tag: str, model_id: str, config: GbdtConfig) -> Stage:
+        return stage_for(tag, model_id, config)
+
+    @contextlib.contextmanager
+    def fit(self, tag: str, model_id: str, config: GbdtConfig, stage: Stage,
+            resume: bool = False):
+        """Boosts until early stopping; predictions of the best round (no checkpoints:
+        `resume` starts over)."""
+        matrices, labels, types = open_matrices(tag, config)
+        booster, predict, losses, best_round, nodes, rows, seconds = fit_booster(
+            tag, config, matrices, labels, types)
+        library = config.model.library
+        package = xgb if library == "xgboost" else lgb
+        spec = field_spec.FieldSpec.load(stage_dir(tag, "03_hash"))
+        yield learner.Fitted(
+            {split: predict(matrices[split]).astype(np.float32) for split in ("valid", "test")},
+            labels["valid"], spec.label_rate["train"],
+            [{"round": number, "valid_logloss": loss} for number, loss in enumerate(losses, 1)],
+            epochs=len(losses), best_epoch=best_round,
+            stopped_early=len(losses) < config.train.rounds, train_seconds=seconds,
+            examples=rows * len(losses), title=f"{model_id} ({library})",
+            extra={"parameter_count": nodes, "train_rows": rows,
+                   "library": f"{library} {package.__version__}"},
+            write_files=lambda out: booster.save_model(
+                out / ("model.json" if library == "xgboost" else "model.txt")))
+
+    def trial(self, tag: str, model_id: str, config: GbdtConfig, fraction: float,
+              on_evaluate=None) -> dict:
+        """Boosts on the training split's head, early-stopping on its tail (never pruned)."""
+        matrices, labels, types = open_matrices(tag, config)
+        rows = len(labels["train"])
+        cut = learner.holdout_split(rows, fraction)
+        parts = {"train": slice(0, cut), "valid": slice(cut, rows)}
+        train = matrices["train"]
+        if isinstance(train, RawColumns):
+            slices = {name: learner.split_rows(train.split, part) for name, part in parts.items()}
+            matrices = {name: RawColumns(split, train.code_of_id, len(split.fields))
+                        for name, split in slices.items()}
+        else:
+            matrices = {name: train[part] for name, part in parts.items()}
+        labels = {name: labels["train"][part] for name, part in parts.items()}
+        _, _, losses, best_round, *_ = fit_booster(tag, config, matrices, labels, types)
+        return {"valid_logloss": float(losses[best_round - 1]), "rounds": len(losses),
+                "best_round": best_round}
+
+
+LEARNER = Gbdt()
 
 
 def main(argv=None) -> None:
-    learner_main(__doc__, load_config, train_model, argv)
+    learner_main(__doc__, LEARNER, argv)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
-"""Stage 05 over the configured model list: each id goes to its learner's entry point.
+"""Stage 05 over the configured model list: each id is trained by its learner.
 
-Keras models train with `models.train`, `libffm*` ids with `models.libffm` (the libFFM algorithm),
-`xgb*`/`lgbm*` ids with `models.gbdt`. An id in `tune.models` (or `--tune`) is searched first
-(`models.tune`, unit `05_tune/<id>`) and trained with the best trial's values over its config.
+The `learner:` key of `configs/models/<id>.yaml` names it (`keras` when absent); `LEARNERS` maps
+each name to the module holding its `LEARNER` (`models/learner.py`: the protocol and the one
+publisher). An id in `tune.models` (or `--tune`) is searched first (`models.tune`, unit
+`05_tune/<id>`) and trained with the best trial's values over its config.
 `./run.sh` calls `python -m models.stage`; `--list` uses `make_stages`.
 """
 
@@ -10,28 +11,27 @@ from __future__ import annotations
 
 import importlib
 
-from models import tune
+from models import learner, tune
 from models.cli import preset_for
-from models.runner_config import config_path, load_runner_config
+from models.runner_config import config_path
 from pipeline import errors, settings
 from pipeline.manifest import Stage
 
+LEARNERS = {"keras": "models.train", "libffm": "models.libffm", "gbdt": "models.gbdt"}
 
-def learner(model_id: str) -> str:
-    """The module that trains `model_id`."""
-    if model_id.startswith("libffm"):
-        return "models.libffm"
-    if model_id.startswith(("xgb", "lgbm")):
-        return "models.gbdt"
-    return "models.train"
+
+def learner_for(model_id: str) -> learner.Learner:
+    """The learner that trains `model_id`."""
+    kind = learner.learner_kind(model_id)
+    if kind not in LEARNERS:
+        raise errors.InputError(f"{config_path(model_id)}: learner: {kind!r} is not one of "
+                                f"{sorted(LEARNERS)}")
+    return importlib.import_module(LEARNERS[kind]).LEARNER
 
 
 def _load(model_id: str, preset: str):
-    module = importlib.import_module(learner(model_id))
-    path = config_path(model_id)
-    if module.__name__ == "models.train":
-        return module, load_runner_config(path, preset)
-    return module, module.load_config(path, preset)
+    model_learner = learner_for(model_id)
+    return model_learner, model_learner.load_config(config_path(model_id), preset)
 
 
 def tuned_ids(config: settings.PipelineConfig, more: str = "") -> tuple[str, ...]:
@@ -51,18 +51,19 @@ def make_stages(tag: str, config: settings.PipelineConfig) -> list[Stage]:
     stages = []
     tuned = tuned_ids(config)
     for model_id in config.models:
-        module, model_config = _load(model_id, preset_for(tag))
+        model_learner, model_config = _load(model_id, preset_for(tag))
         if model_id not in tuned:
-            stages.append(module.stage_for(tag, model_id, model_config))
+            stages.append(model_learner.stage_for(tag, model_id, model_config))
             continue
-        study = tune.stage_for(tag, model_id, module, model_config, config.tune)
+        study = tune.stage_for(tag, model_id, model_learner, model_config, config.tune)
         stages.append(study)
         best = tune.read_best(tag, model_id) if study.status()[0] == "done" else None
         if best is None:
-            train = module.stage_for(tag, model_id, model_config)
+            train = model_learner.stage_for(tag, model_id, model_config)
             train.config = {**train.config, "tuned": f"pending: {study.label} not done"}
         else:
-            train = module.stage_for(tag, model_id, tune.overlay(model_config, best["values"]))
+            train = model_learner.stage_for(tag, model_id,
+                                            tune.overlay(model_config, best["values"]))
         stages.append(train)
     return stages
 
@@ -71,7 +72,8 @@ def main(argv=None) -> None:
     parser = settings.stage_parser(__doc__.splitlines()[0])
     parser.add_argument("--model", help="train only this model id")
     parser.add_argument("--preset", default="auto", help="auto, paper, small or demo")
-    parser.add_argument("--resume", action="store_true", help="Keras models: resume a checkpoint")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the last checkpoint (Keras models keep them)")
     parser.add_argument("--tune", default="", metavar="ID[,ID]",
                         help="search these ids' hyperparameters first (added to tune.models)")
     args = parser.parse_args(argv)
@@ -79,17 +81,15 @@ def main(argv=None) -> None:
     preset = preset_for(args.tag, args.preset)
     tuned = tuned_ids(config, args.tune)
     for model_id in [args.model] if args.model else config.models:
-        module, model_config = _load(model_id, preset)
-        options = {"force": args.force}
+        model_learner, model_config = _load(model_id, preset)
+        tuned_from = None
         if model_id in tuned:
             # --force retrains; it does not redo a finished study (delete 05_tune/<id> for that)
-            model_config, tuned_from = tune.tuned_config(args.tag, model_id, module,
+            model_config, tuned_from = tune.tuned_config(args.tag, model_id, model_learner,
                                                          model_config, config.tune)
-            if module.__name__ == "models.train":
-                options["extra_metrics"] = {"tuned_from": tuned_from}
-        if module.__name__ == "models.train":
-            options["resume"] = args.resume
-        module.train_model(args.tag, model_id, model_config, **options)
+        learner.train(model_learner, args.tag, model_id, model_config, force=args.force,
+                      resume=args.resume,
+                      extra_metrics=None if tuned_from is None else {"tuned_from": tuned_from})
 
 
 if __name__ == "__main__":

@@ -1,12 +1,11 @@
-"""The one training runner: `python -m models.train --tag TAG --model ID [--preset P] [--resume]`.
+"""The Keras training runner: `python -m models.train --tag TAG --model ID [--preset P] [--resume]`.
 
 Reads `artifacts/<TAG>/<train.input_stage>/` (03_hash or 04_leaves, verified by
-`open_field_files`), builds `model.arch` from the
-registry with the YAML's hyperparameters, trains with sparse row updates (`models/engine/`),
-early-stops on validation logloss and publishes `artifacts/<TAG>/05_train/<ID>/` atomically:
-metrics.json, valid.pred.npy, test.pred.npy (float32 probabilities in row order), model.keras,
-history.csv, learning_curve.png, tensorboard/ (event files), config.resolved.{json,yaml}.
-A model whose config, inputs and code are unchanged is skipped.
+`open_field_files`), builds `model.arch` from the registry with the YAML's hyperparameters,
+trains with sparse row updates (`models/engine/`), early-stops on validation logloss and hands
+the best weights' predictions to the publisher (`models/learner.py`), which writes
+`artifacts/<TAG>/05_train/<ID>/` atomically; the runner adds model.keras and tensorboard/ (event
+files). A model whose config, inputs and code are unchanged is skipped.
 
 Checkpoints (weights, optimiser slots, data position, history) go to
 `05_train/.checkpoints/<ID>/` every `checkpoint_every_steps`; `--resume` continues from there. The
@@ -24,15 +23,17 @@ import os
 import shutil
 import tempfile
 import time
+import typing
 from pathlib import Path
 
 import keras
 import numpy as np
 from tqdm import tqdm
 
-from ensembles.calibrate import correct_negative_sampling
-from models import data, distribute, optimizers, precision
+from models import data, distribute, learner, optimizers, precision
 from models import train_report as report
+from models.cli import learner_parser, preset_for
+from models.engine import tune_memory_allocator
 from models.runner_config import (
     PRESETS,
     RunnerConfig,
@@ -40,15 +41,10 @@ from models.runner_config import (
     config_path,
     load_runner_config,
 )
-from models.cli import learner_parser, preset_for
-from models.train_report import (  # also used by gbdt, libffm
-    constant_logloss,
-    logloss_and_auc,
-)
-from models.engine import tune_memory_allocator
-from preprocessing.field_spec import open_field_files
+from preprocessing import field_spec
 from pipeline import config as config_lib
 from pipeline.manifest import Stage
+from pipeline.metrics import correct_negative_sampling, logloss_and_auc
 from pipeline.paths import stage_dir
 
 
@@ -96,53 +92,97 @@ def load_pretrained_fm(tag: str, model, model_id: str) -> None:
     model.load_fm(keras.saving.load_model(path, compile=False))
 
 
-def train_model(tag: str, model_id: str, config: RunnerConfig, *, force: bool = False,
-                resume: bool = False, build_model=None, interrupt_after_steps: int | None = None,
-                data=None, on_evaluate=None, extra_metrics: dict | None = None):
-    """Trains and publishes one model; returns its metrics (None if skipped or interrupted).
+@dataclasses.dataclass(frozen=True)
+class Keras:
+    """The runner as a stage-05 learner (`models.learner.Learner`).
 
     Args:
         build_model: (arch, field_spec, **hyperparameters) -> keras.Model; the registry by default.
         interrupt_after_steps: stop right after this global step without publishing, as a kill
             would (tests of --resume).
-        data: (field_spec, splits) to train and validate on instead of the tag's field files: a
-            tuning trial (models/tune.py). It always runs, publishes nothing, keeps its
-            checkpoints in a temporary folder and returns the best validation logloss and when
-            it was reached.
-        on_evaluate: (evaluations so far, validation logloss) -> bool, called after each
-            evaluation; True stops the run there (a pruned trial).
-        extra_metrics: more keys for metrics.json (stage 05's `tuned_from`).
     """
-    started = time.time()
-    stage = stage_for(tag, model_id, config)
-    if data is None and not stage.should_run(force):
-        return None
-    if build_model is None:
-        from models import registry
-        build_model = registry.build
-    train = config.train
-    tune_memory_allocator()
-    strategy = distribute.create_strategy(train.distribute)  # before any other TensorFlow op
-    device = distribute.device_name(strategy)
-    print(f"[{stage.label}] training on {device} ({keras.backend.backend()})", flush=True)
-    keras.backend.clear_session()  # models.stage trains every model in one process
-    keras.utils.set_random_seed(train.seed)
-    if train.deterministic and keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-        tf.config.experimental.enable_op_determinism()
-    spec, splits = data or open_field_files(stage_dir(tag, train.input_stage))
-    with distribute.scope(strategy), precision.dtype_policy(train.precision):
-        model = build_model(config.arch, spec, **config.hyperparameters)
-        model(np.zeros((1, spec.num_fields), np.int32))  # creates the weights
-        if train.pretrained_fm:
-            load_pretrained_fm(tag, model, train.pretrained_fm)
-    settings = optimizers.OptimizerSettings(
-        train.optimizer, train.learning_rate, train.adam_beta_1, train.adam_beta_2,
-        train.adam_epsilon, train.adagrad_initial_accumulator)
-    step = distribute.create_step(strategy, model, settings, train.loss_reduction,
-                                  train.jit_compile, train.eval_batch_size)
-    run = TrainingRun(stage, spec, splits, model, step, train, interrupt_after_steps, on_evaluate)
-    if data is not None:
+    build_model: typing.Callable | None = None
+    interrupt_after_steps: int | None = None
+    code: typing.ClassVar[str] = __spec__.name
+
+    def load_config(self, path: Path, preset: str = "paper", overrides=()) -> RunnerConfig:
+        return load_runner_config(path, preset, overrides)
+
+    def stage_for(self, tag: str, model_id: str, config: RunnerConfig) -> Stage:
+        return stage_for(tag, model_id, config)
+
+    def start(self, tag: str, config: RunnerConfig, stage: Stage, data=None,
+              on_evaluate=None) -> TrainingRun:
+        """The model, its training step and the run, on the tag's field files or on
+        `data`: (field_spec, splits)."""
+        train = config.train
+        tune_memory_allocator()
+        strategy = distribute.create_strategy(train.distribute)  # before any other TensorFlow op
+        device = distribute.device_name(strategy)
+        print(f"[{stage.label}] training on {device} ({keras.backend.backend()})", flush=True)
+        keras.backend.clear_session()  # models.stage trains every model in one process
+        keras.utils.set_random_seed(train.seed)
+        if train.deterministic and keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+            tf.config.experimental.enable_op_determinism()
+        spec, splits = data or field_spec.open_field_files(stage_dir(tag, train.input_stage))
+        build_model = self.build_model
+        if build_model is None:
+            from models import registry
+            build_model = registry.build
+        with distribute.scope(strategy), precision.dtype_policy(train.precision):
+            model = build_model(config.arch, spec, **config.hyperparameters)
+            model(np.zeros((1, spec.num_fields), np.int32))  # creates the weights
+            if train.pretrained_fm:
+                load_pretrained_fm(tag, model, train.pretrained_fm)
+        settings = optimizers.OptimizerSettings(
+            train.optimizer, train.learning_rate, train.adam_beta_1, train.adam_beta_2,
+            train.adam_epsilon, train.adagrad_initial_accumulator)
+        step = distribute.create_step(strategy, model, settings, train.loss_reduction,
+                                      train.jit_compile, train.eval_batch_size)
+        return TrainingRun(stage, spec, splits, model, step, train, self.interrupt_after_steps,
+                           on_evaluate, strategy, device)
+
+    @contextlib.contextmanager
+    def fit(self, tag: str, model_id: str, config: RunnerConfig, stage: Stage,
+            resume: bool = False):
+        """Trains (from the last checkpoint with `resume`); yields the best weights' fit, None
+        when interrupted. A worker other than the chief trains in step and publishes nothing."""
+        run = self.start(tag, config, stage)
+        chief = distribute.is_chief(run.strategy)
+        if not chief:
+            run.checkpoint_dir = run.checkpoint_dir.with_name(
+                f"{model_id}.worker{distribute.worker_index(run.strategy)}")
+            run.summary.enabled = False
+        if resume:
+            run.restore_checkpoint()
+        if run.progress.steps == 0:  # a fresh start: a killed run's event file is not this run's
+            shutil.rmtree(run.checkpoint_dir / "tensorboard", ignore_errors=True)
+        if not run.fit():
+            yield None
+            return
+        if not chief:
+            shutil.rmtree(run.checkpoint_dir, ignore_errors=True)
+            yield run.fitted({"valid": run.step.predict(run.splits["valid"].fields)}, "",
+                             publish=False)
+            return
+        run.restore_best()
+        yield run.fitted({split: run.step.predict(run.splits[split].fields)
+                          for split in ("valid", "test")}, f"{model_id} ({config.arch})")
+        shutil.rmtree(run.checkpoint_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):  # the shared .checkpoints folder, once empty
+            run.checkpoint_dir.parent.rmdir()
+
+    def trial(self, tag: str, model_id: str, config: RunnerConfig, fraction: float,
+              on_evaluate) -> dict:
+        return self.fit_slice(tag, model_id, config, keras_slice(tag, config, fraction),
+                              on_evaluate)
+
+    def fit_slice(self, tag: str, model_id: str, config: RunnerConfig, data,
+                  on_evaluate) -> dict:
+        """Trains on `data` (field_spec, {"train", "valid"}) with its checkpoints in a temporary
+        folder; the best validation logloss and when it was reached."""
+        run = self.start(tag, config, stage_for(tag, model_id, config), data, on_evaluate)
         with tempfile.TemporaryDirectory(prefix=f"criteo-pnn-trial-{model_id}-") as scratch:
             run.checkpoint_dir = Path(scratch)
             run.summary = report.SummaryWriter(run.checkpoint_dir / "tensorboard")
@@ -153,37 +193,42 @@ def train_model(tag: str, model_id: str, config: RunnerConfig, *, force: bool = 
                 "epochs": progress.examples / run.train_rows,
                 "best_epoch": progress.best_examples / run.train_rows,
                 "train_seconds": progress.train_seconds}
-    if not distribute.is_chief(strategy):  # trains in step with the chief, publishes nothing
-        run.checkpoint_dir = run.checkpoint_dir.with_name(
-            f"{model_id}.worker{distribute.worker_index(strategy)}")
-        run.summary.enabled = False
-    if resume:
-        run.restore_checkpoint()
-    if run.progress.steps == 0:  # a fresh start: a killed run's event file is not this run's
-        shutil.rmtree(run.checkpoint_dir / "tensorboard", ignore_errors=True)
-    if not run.fit():
-        return None
-    if not distribute.is_chief(strategy):
-        shutil.rmtree(run.checkpoint_dir, ignore_errors=True)
-        return run.metrics(run.step.predict(splits["valid"].fields), time.time() - started)
-    with stage.build() as out:
-        metrics = run.publish(out, config, wall_seconds=time.time() - started,
-                              extra={"device": device, **(extra_metrics or {})})
-        stage.record(metrics=metrics)
-    print(f"[{stage.label}] {metrics['examples_per_second']:,.0f} examples/s on {device}",
-          flush=True)
-    shutil.rmtree(run.checkpoint_dir, ignore_errors=True)
-    with contextlib.suppress(OSError):  # the shared .checkpoints folder, once empty
-        run.checkpoint_dir.parent.rmdir()
-    return metrics
+
+
+LEARNER = Keras()
+
+
+def train_model(tag: str, model_id: str, config: RunnerConfig, *, force: bool = False,
+                resume: bool = False, build_model=None, interrupt_after_steps: int | None = None,
+                extra_metrics: dict | None = None) -> dict | None:
+    """Trains and publishes one model (`Keras` takes `build_model` and
+    `interrupt_after_steps`); returns its metrics (None if skipped or interrupted)."""
+    return learner.train(Keras(build_model, interrupt_after_steps), tag, model_id, config,
+                         force=force, resume=resume, extra_metrics=extra_metrics)
+
+
+def keras_slice(tag: str, config: RunnerConfig, fraction: float):
+    """(field spec, {"train": first rows, "valid": the holdout}) of the training split: the
+    tuning slice."""
+    spec, splits = field_spec.open_field_files(stage_dir(tag, config.train.input_stage))
+    rows = spec.rows["train"]
+    cut = learner.holdout_split(rows, fraction)
+    labels = np.asarray(splits["train"].labels)
+    parts = {"train": learner.split_rows(splits["train"], slice(0, cut)),
+             "valid": learner.split_rows(splits["train"], slice(cut, rows))}
+    spec = dataclasses.replace(spec, rows={"train": cut, "valid": rows - cut, "test": 0},
+                               label_rate={"train": float(labels[:cut].mean()),
+                                           "valid": float(labels[cut:].mean())})
+    return spec, parts
 
 
 class TrainingRun:
     """The training loop, evaluation, early stopping and checkpoints of one model."""
 
     def __init__(self, stage, spec, splits, model, step, train, interrupt_after_steps,
-                 on_evaluate=None):
+                 on_evaluate=None, strategy=None, device: str = ""):
         self.stage, self.spec, self.splits, self.model, self.step = stage, spec, splits, model, step
+        self.strategy, self.device = strategy, device
         self.train, self.interrupt_after_steps = train, interrupt_after_steps
         self.on_evaluate = on_evaluate  # (evaluations, valid logloss) -> True: stop (pruning)
         rows = min(spec.rows["train"], train.max_train_rows or spec.rows["train"])
@@ -318,57 +363,43 @@ class TrainingRun:
         if self.on_evaluate is not None and self.on_evaluate(len(progress.history), valid_logloss):
             progress.stopped_early = True
 
-    def publish(self, out: Path, config: RunnerConfig, wall_seconds: float,
-                extra: dict | None = None) -> dict:
-        """Restores the best weights and writes every output file into `out`; `extra`: more
-        keys for metrics.json (the device, `tuned_from`)."""
+    def restore_best(self) -> None:
+        """The weights of the best evaluation, in the model too."""
         progress = self.progress
         if progress.best_steps >= 0 and progress.best_steps != progress.steps:
             with np.load(self.checkpoint_dir / "best.npz") as archive:
                 self.step.load_state({key: archive[key] for key in archive.files})
         self.step.sync_model()
-        valid_predictions = self.step.predict(self.splits["valid"].fields)
-        np.save(out / "valid.pred.npy", valid_predictions)
-        np.save(out / "test.pred.npy", self.step.predict(self.splits["test"].fields))
+
+    def write_files(self, out: Path) -> None:
+        """model.keras and the TensorBoard events."""
         self.model.save(out / "model.keras")
-        metrics = {**self.metrics(valid_predictions, wall_seconds), **(extra or {})}
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
-        config_lib.dump_yaml(self.stage.config, out / "config.resolved.yaml")
-        report.write_history(progress.history, out / "history.csv")
-        report.plot_learning_curve(progress.history, out / "learning_curve.png",
-                                   title=f"{self.stage.unit} ({config.arch})")
         self.summary.close()
         if (self.checkpoint_dir / "tensorboard").exists():
             shutil.copytree(self.checkpoint_dir / "tensorboard", out / "tensorboard")
-        return metrics
 
     def undo_sampling(self, predictions: np.ndarray) -> np.ndarray:
         """Validation metrics and early stopping judge the rates of the unsampled data; the
         published predictions stay raw and stage 06 undoes the sampling (its formula)."""
         return correct_negative_sampling(predictions, self.train.negative_sampling_rate)
 
-    def metrics(self, valid_predictions: np.ndarray, wall_seconds: float) -> dict:
-        progress = self.progress
-        labels = np.asarray(self.splits["valid"].labels)
-        valid_logloss, valid_auc = logloss_and_auc(labels, self.undo_sampling(valid_predictions))
-        constant = constant_logloss(labels, self.spec.label_rate["train"])
-        return {
-            "valid_logloss": valid_logloss, "valid_auc": valid_auc,
-            "valid_rows": len(labels),
-            "constant_logloss": constant,
-            "relative_information_gain": 1.0 - valid_logloss / constant,
-            "examples_per_second": progress.examples / max(progress.train_seconds, 1e-9),
-            "parameter_count": int(self.model.count_params()),
-            "epochs": progress.examples / self.train_rows,
-            "best_epoch": progress.best_examples / self.train_rows,
-            "steps": progress.steps, "best_steps": progress.best_steps,
-            "stopped_early": progress.stopped_early,
-            "ended_by": "early_stopping" if progress.stopped_early else "epoch_cap",
-            "improving_at_cap": self.improving_at_cap,
-            "train_rows": self.train_rows, "train_seconds": progress.train_seconds,
-            "wall_seconds": wall_seconds, "backend": keras.backend.backend(),
-            "negative_sampling_rate": self.train.negative_sampling_rate,
-        }
+    def fitted(self, predictions: dict, title: str, publish: bool = True) -> learner.Fitted:
+        progress, train = self.progress, self.train
+        return learner.Fitted(
+            predictions, np.asarray(self.splits["valid"].labels), self.spec.label_rate["train"],
+            progress.history, epochs=progress.examples / self.train_rows,
+            best_epoch=progress.best_examples / self.train_rows,
+            stopped_early=progress.stopped_early, train_seconds=progress.train_seconds,
+            examples=progress.examples, title=title,
+            negative_sampling_rate=train.negative_sampling_rate,
+            write_files=self.write_files, publish=publish,
+            extra={"parameter_count": int(self.model.count_params()), "steps": progress.steps,
+                   "best_steps": progress.best_steps,
+                   "ended_by": "early_stopping" if progress.stopped_early else "epoch_cap",
+                   "improving_at_cap": self.improving_at_cap, "train_rows": self.train_rows,
+                   "backend": keras.backend.backend(),
+                   "negative_sampling_rate": train.negative_sampling_rate,
+                   "device": self.device})
 
 
 def evaluation_schedule(train: TrainConfig, train_rows: int) -> tuple[int, int]:

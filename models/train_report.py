@@ -1,6 +1,6 @@
-"""Runner outputs besides predictions: metrics, history.csv, the learning curve, TensorBoard.
+"""Training outputs besides predictions: history.csv, the learning curve, TensorBoard events.
 
-Free of Keras and TensorFlow, so the GBDT and libFFM learners can share the metric definitions.
+Free of Keras and TensorFlow: the publisher of every learner (`models/learner.py`) uses them.
 """
 
 from __future__ import annotations
@@ -9,52 +9,38 @@ import socket
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from sklearn.metrics import log_loss, roc_auc_score
 
-HISTORY_COLUMNS = ("steps", "examples", "epoch", "train_logloss", "valid_logloss", "valid_auc",
-                   "train_seconds")
+from pipeline.metrics import logloss_and_auc  # noqa: F401  (models.libffm.trainer imports it here)
 
-
-def logloss_and_auc(labels: np.ndarray, predictions: np.ndarray) -> tuple[float, float]:
-    """float64 logloss (sklearn clips at float64 eps) and AUC (nan if one class only)."""
-    labels = np.asarray(labels)
-    probabilities = np.asarray(predictions, np.float64)
-    loss = float(log_loss(labels, probabilities, labels=[0, 1]))
-    auc = float(roc_auc_score(labels, probabilities)) if 0 < labels.sum() < len(labels) \
-        else float("nan")
-    return loss, auc
+# The x axis of a learning curve: the first of these keys a history row has.
+CURVE_AXES = (("examples", "examples seen"), ("epoch", "epoch"), ("round", "boosting round"))
 
 
-def constant_logloss(labels: np.ndarray, rate: float) -> float:
-    """Logloss of always predicting the training label rate (the RIG reference)."""
-    return float(log_loss(labels, np.full(len(labels), rate, np.float64), labels=[0, 1]))
-
-
-def write_history(history: list[dict], path: Path, columns=HISTORY_COLUMNS) -> None:
-    """history.csv of every learner: one row per evaluation (the runner), round (GBDT) or epoch
-    (libFFM); `columns`: their order (None: the first row's keys)."""
+def write_history(history: list[dict], path: Path) -> None:
+    """history.csv of every learner: one row per evaluation (Keras), epoch (libFFM) or boosting
+    round (GBDT), the columns in the order of the first row's keys."""
     if history:
-        pd.DataFrame(history, columns=list(columns) if columns else None).to_csv(
-            path, index=False, lineterminator="\r\n")  # as the csv module wrote it
+        pd.DataFrame(history).to_csv(path, index=False,
+                                     lineterminator="\r\n")  # as the csv module wrote it
 
 
 def plot_learning_curve(history: list[dict], path: Path, title: str) -> None:
-    """Train and validation logloss against examples seen (PNG)."""
+    """Train and validation logloss against examples seen, epochs or rounds (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
+    key, label = next(axis for axis in CURVE_AXES if axis[0] in history[0])
     figure, axes = pyplot.subplots(figsize=(6, 4), dpi=100)
-    examples = [row["examples"] for row in history]
-    train = [(row["examples"], row["train_logloss"]) for row in history
-             if row["train_logloss"] is not None]
+    train = [(row[key], row["train_logloss"]) for row in history
+             if row.get("train_logloss") is not None]
     if train:
         axes.plot(*zip(*train), marker="o", label="train (mean since previous point)")
-    axes.plot(examples, [row["valid_logloss"] for row in history], marker="o", label="validation")
-    axes.set_xlabel("examples seen")
+    axes.plot([row[key] for row in history], [row["valid_logloss"] for row in history],
+              marker="o", label="validation")
+    axes.set_xlabel(label)
     axes.set_ylabel("logloss")
     axes.set_title(title)
     axes.grid(alpha=0.3)
@@ -72,11 +58,14 @@ class SummaryWriter:
     log too, also on machines without TensorFlow, and no TensorFlow is loaded into them.
     """
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, enabled: bool = True):
         self.directory = Path(directory)
+        self.enabled = enabled
         self.records = None
 
     def scalars(self, step: int, **values) -> None:
+        if not self.enabled:
+            return
         from tensorboard.compat.proto import event_pb2, summary_pb2
 
         if self.records is None:

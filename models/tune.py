@@ -30,18 +30,17 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import dataclasses
 import json
 import math
 import shutil
 import sqlite3
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import optuna
 
+from models.learner import holdout_split
 from models.runner_config import CONFIG_DIR, check_model_section
 from preprocessing import field_spec
 from pipeline import config as config_lib
@@ -221,92 +220,6 @@ def overlay(config, values: dict):
     return built
 
 
-# ---------------------------------------------------------------------------------------------
-# The tuning slice and one trial per learner
-
-def holdout_split(rows: int, fraction: float) -> int:
-    """The first row of the tuning holdout: the last `fraction` of `rows` training rows."""
-    held = max(1, round(rows * fraction))
-    if held >= rows:
-        raise errors.InputError(f"tune.holdout_fraction {fraction}: leaves no training rows "
-                                f"of {rows}")
-    return rows - held
-
-
-def _split_rows(split: field_spec.SplitArrays, part: slice) -> field_spec.SplitArrays:
-    return field_spec.SplitArrays(split.fields[part], split.labels[part], split.ids[part],
-                                  None if split.ints is None else split.ints[part])
-
-
-def keras_slice(tag: str, config, fraction: float):
-    """(field spec, {"train": first rows, "valid": the holdout}) of the training split, for
-    `models.train.train_model(data=...)`."""
-    spec, splits = field_spec.open_field_files(stage_dir(tag, config.train.input_stage))
-    rows = spec.rows["train"]
-    cut = holdout_split(rows, fraction)
-    labels = np.asarray(splits["train"].labels)
-    parts = {"train": _split_rows(splits["train"], slice(0, cut)),
-             "valid": _split_rows(splits["train"], slice(cut, rows))}
-    spec = dataclasses.replace(spec, rows={"train": cut, "valid": rows - cut, "test": 0},
-                               label_rate={"train": float(labels[:cut].mean()),
-                                           "valid": float(labels[cut:].mean())})
-    return spec, parts
-
-
-def run_trial(module, tag: str, model_id: str, config, fraction: float, on_evaluate) -> dict:
-    """Trains `config` on the tuning slice; {"valid_logloss": best holdout logloss, ...}."""
-    if module.__name__ == "models.train":
-        return module.train_model(tag, model_id, config, data=keras_slice(tag, config, fraction),
-                                  on_evaluate=on_evaluate)
-    if module.__name__ == "models.gbdt":
-        return _gbdt_trial(module, tag, config, fraction)
-    if module.__name__ == "models.libffm":
-        return _libffm_trial(module, tag, config, fraction)
-    raise errors.InputError(f"{model_id}: no tuning for learner {module.__name__}")
-
-
-def _gbdt_trial(module, tag: str, config, fraction: float) -> dict:
-    matrices, labels, types = module.open_matrices(tag, config)
-    rows = len(labels["train"])
-    cut = holdout_split(rows, fraction)
-
-    def part(rows_slice: slice):
-        matrix = matrices["train"]
-        if isinstance(matrix, module.RawColumns):
-            split = _split_rows(matrix.split, rows_slice)
-            return module.RawColumns(split, matrix.code_of_id, len(split.fields))
-        return matrix[rows_slice]
-
-    limits = {"train": config.train.max_train_rows, "valid": config.train.max_valid_rows}
-    parts = {"train": slice(0, cut), "valid": slice(cut, rows)}
-    fit = {name: module.head(part(parts[name]), limits[name]) for name in parts}
-    fit_labels = {name: labels["train"][parts[name]][:limits[name]] for name in parts}
-    trainer = module.train_xgboost if config.model.library == "xgboost" else \
-        module.train_lightgbm
-    _, _, losses, best_round, _ = trainer(config, fit, fit_labels, types,
-                                          module.column_names(tag, config))
-    return {"valid_logloss": float(losses[best_round - 1]), "rounds": len(losses),
-            "best_round": best_round}
-
-
-def _libffm_trial(module, tag: str, config, fraction: float) -> dict:
-    if config.data.format != "fields" or config.train.engine != "numba":
-        raise errors.InputError("tuning libFFM needs data.format: fields and train.engine: numba")
-    with tempfile.TemporaryDirectory(prefix="criteo-pnn-trial-libffm-") as scratch:
-        rows = module.open_inputs(tag, config, Path(scratch))
-        n, m = module.model_size(tag, config, rows)
-        train = rows["train"]
-        cut = holdout_split(len(train), fraction)
-        fit_rows = module.FieldRows(train.ids[:cut], train.labels[:cut])
-        holdout = module.FieldRows(train.ids[cut:], train.labels[cut:])
-        state = module.initial_state(n, m, config.model, config.train.seed)
-        result = module.fit(state, fit_rows.head(config.train.max_train_rows),
-                            holdout.head(config.train.max_valid_rows), config.model,
-                            config.train, Path(scratch) / "model.npy")
-    return {"valid_logloss": float(result.history[result.best_epoch - 1]["valid_logloss"]),
-            "epochs": len(result.history), "best_epoch": result.best_epoch}
-
-
 def evaluations_per_epoch(config) -> int:
     """The Keras runner's evaluations in one epoch (the pruner's warm-up); 1 for others."""
     train = config.train
@@ -316,14 +229,14 @@ def evaluations_per_epoch(config) -> int:
 # ---------------------------------------------------------------------------------------------
 # The study
 
-def stage_for(tag: str, model_id: str, module, config, tune) -> Stage:
+def stage_for(tag: str, model_id: str, learner, config, tune) -> Stage:
     """The 05_tune unit of `model_id`: the learner's stage config and inputs, the space, the
     budget, the seed and the holdout."""
-    base = module.stage_for(tag, model_id, config)
+    base = learner.stage_for(tag, model_id, config)
     settings = {"model": base.config, "search": load_space(model_id, config.preset),
                 "trials": tune.trials, "minutes": tune.minutes, "seed": tune.seed,
                 "holdout_fraction": tune.holdout_fraction}
-    return Stage(tag, STAGE, settings, inputs=base.inputs, code=(module.__name__, __spec__.name),
+    return Stage(tag, STAGE, settings, inputs=base.inputs, code=(learner.code, __spec__.name),
                  unit=model_id)
 
 
@@ -339,10 +252,10 @@ def read_best(tag: str, model_id: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def tuned_config(tag: str, model_id: str, module, config, tune, force: bool = False):
+def tuned_config(tag: str, model_id: str, learner, config, tune, force: bool = False):
     """Runs (or resumes, or skips when done) the study of `model_id`; returns (the config with
     the best trial's values, the `tuned_from` record stage 05 puts in metrics.json)."""
-    best = run_study(tag, model_id, module, config, tune, force)
+    best = run_study(tag, model_id, learner, config, tune, force)
     tuned_from = {"study": f"{STAGE}/{model_id}", "trial": best["best_trial"],
                   "values": best["values"], "tuning_logloss": best["tuning_logloss"],
                   "default_tuning_logloss": best["default"]["tuning_logloss"],
@@ -350,9 +263,10 @@ def tuned_config(tag: str, model_id: str, module, config, tune, force: bool = Fa
     return overlay(config, best["values"]), tuned_from
 
 
-def run_study(tag: str, model_id: str, module, config, tune, force: bool = False) -> dict:
-    """The search of one model id; returns best.json's content."""
-    stage = stage_for(tag, model_id, module, config, tune)
+def run_study(tag: str, model_id: str, learner, config, tune, force: bool = False) -> dict:
+    """The search of one model id with `learner` (a `models.learner.Learner`); returns
+    best.json's content."""
+    stage = stage_for(tag, model_id, learner, config, tune)
     if not stage.should_run(force):
         return read_best(tag, model_id)
     space = stage.config["search"]
@@ -377,7 +291,7 @@ def run_study(tag: str, model_id: str, module, config, tune, force: bool = False
         seed=tune.seed + len(study.trials), n_startup_trials=max(2, min(10, tune.trials // 3)))
     study.pruner = optuna.pruners.MedianPruner(n_startup_trials=3,
                                                n_warmup_steps=evaluations_per_epoch(config))
-    search = Search(stage, study, module, tag, model_id, config, tune, space)
+    search = Search(stage, study, learner, tag, model_id, config, tune, space)
     search.run(requeued)
     return search.publish()
 
@@ -420,8 +334,8 @@ def _recover_interrupted(study) -> int:
 class Search:
     """The trials of one study within its budget, their progress lines, and the outputs."""
 
-    def __init__(self, stage, study, module, tag, model_id, config, tune, space):
-        self.stage, self.study, self.module = stage, study, module
+    def __init__(self, stage, study, learner, tag, model_id, config, tune, space):
+        self.stage, self.study, self.learner = stage, study, learner
         self.tag, self.model_id, self.config, self.tune, self.space = \
             tag, model_id, config, tune, space
         self.spent_before = float(study.user_attrs.get("seconds", 0.0))
@@ -473,9 +387,9 @@ class Search:
                     print(f"the setting of trial {earlier.number}: its score", flush=True)
                     trial.set_user_attr("duplicate_of", earlier.number)
                     return earlier.value
-                result = run_trial(self.module, self.tag, self.model_id,
-                                   overlay(self.config, values), self.tune.holdout_fraction,
-                                   on_evaluate)
+                result = self.learner.trial(self.tag, self.model_id,
+                                            overlay(self.config, values),
+                                            self.tune.holdout_fraction, on_evaluate)
         except Exception as error:
             trial.set_user_attr("error", f"{type(error).__name__}: {error}"[:500])
             raise
@@ -531,8 +445,8 @@ class Search:
                         and not trial.user_attrs.get("interrupted")), None)
         counts = _counts(study)
         values = values_of(self.space, best.params)
-        base = self.module.stage_for(tag, model_id, self.config)
-        tuned = self.module.stage_for(tag, model_id, overlay(self.config, values))
+        base = self.learner.stage_for(tag, model_id, self.config)
+        tuned = self.learner.stage_for(tag, model_id, overlay(self.config, values))
         rows = self.training_rows()
         result = {
             "model_id": model_id, "study": study.study_name, "best_trial": best.number,

@@ -52,10 +52,13 @@ def load_yaml(path: Path) -> dict:
     return data
 
 
-def load_with_preset(cls, path: Path, preset: str, overrides=(), where: str = ""):
+def load_with_preset(cls, path: Path, preset: str, overrides=(), where: str = "", skip=()):
     """A model YAML: its top level, then `presets.<preset>`, then each `--set key=value`, built
-    strictly into dataclass `cls` (which has a `preset` field recording the choice)."""
+    strictly into dataclass `cls` (which has a `preset` field recording the choice); `skip`:
+    top-level keys another reader uses (a model YAML's `learner:`)."""
     data = load_yaml(path)
+    for key in skip:
+        data.pop(key, None)
     presets = data.pop("presets", {}) or {}
     if preset not in presets:
         raise ValueError(f"{path}: no preset {preset!r} under presets: (has {sorted(presets)})")

@@ -44,55 +44,15 @@ from pathlib import Path
 
 import numpy as np
 import xgboost as xgb
-from sklearn.metrics import log_loss
 
 from preprocessing import export, field_spec, keys
+from preprocessing.chunks import CHUNK_ROWS, ChunkIterator
 from preprocessing.npy import NpyWriter
 from pipeline import config as config_lib
-from pipeline import errors
+from pipeline import errors, metrics
 from pipeline import settings
 from pipeline.manifest import Stage
 from pipeline.paths import stage_dir
-
-CHUNK_ROWS = 1 << 18
-
-
-# ---------------------------------------------------------------------------------------------
-# Data feeding (shared with models/gbdt.py)
-
-class ChunkIterator(xgb.DataIter):
-    """Feeds xgboost a memmapped matrix chunk by chunk, optionally only the rows of a mask.
-
-    Args:
-        matrix: float32 [rows, columns] (memmap); labels: [rows] or None.
-        keep: bool [rows] or None (all rows).
-        batch_info: passed with every batch (xgboost takes feature_names/feature_types there).
-    """
-
-    def __init__(self, matrix, labels=None, keep=None, chunk_rows: int = CHUNK_ROWS,
-                 **batch_info):
-        self.matrix, self.labels, self.keep, self.chunk_rows = matrix, labels, keep, chunk_rows
-        self.batch_info = batch_info
-        self.position = 0
-        super().__init__()
-
-    def next(self, input_data) -> bool:
-        if self.position >= len(self.matrix):
-            return False
-        stop = self.position + self.chunk_rows
-        rows = slice(self.position, stop)
-        data = np.asarray(self.matrix[rows])
-        labels = None if self.labels is None else np.asarray(self.labels[rows], np.float32)
-        if self.keep is not None:
-            keep = np.asarray(self.keep[rows])
-            data = data[keep]
-            labels = None if labels is None else labels[keep]
-        self.position = stop
-        input_data(data=data, label=labels, **self.batch_info)
-        return True
-
-    def reset(self) -> None:
-        self.position = 0
 
 
 def training_matrix(matrix, labels, keep, tree_method: str, max_bin: int, threads: int):
@@ -317,7 +277,7 @@ def gbdt_logloss(model: xgb.Booster, matrix, labels) -> float:
     predictions = np.concatenate([
         model.predict(xgb.DMatrix(np.asarray(matrix[start:start + CHUNK_ROWS])))
         for start in range(0, len(matrix), CHUNK_ROWS)])
-    return float(log_loss(np.asarray(labels), predictions.astype(np.float64), labels=[0, 1]))
+    return metrics.logloss(labels, predictions)
 
 
 def load_config(args) -> tuple[settings.PipelineConfig, settings.LeavesConfig]:

@@ -43,7 +43,9 @@ def test_each_stage_depends_on_the_modules_it_imports_at_any_depth():
     for folder, modules in closure.items():
         assert "pipeline.manifest" in modules, folder  # the publishing code of every stage
     assert "preprocessing.split" in closure["03_hash"]  # via count / load_split
-    assert "ensembles.calibrate" in code.import_closure("models.train")  # down-sampling fix
+    assert "pipeline.metrics" in code.import_closure("models.train")  # down-sampling fix
+    assert "ensembles.calibrate" not in code.import_closure("models.stage")  # 05 never loads 06
+    assert "preprocessing.leaves" not in code.import_closure("models.gbdt")  # nor stage 04
     assert "models.ipnn" in code.import_closure("models.train")  # loaded by name, f"models.{x}"
     assert "models.libffm" in closure["05_train"]  # models.stage picks learners by name
     assert "models.train" not in code.import_closure("models.libffm")  # learners stay apart

@@ -26,21 +26,22 @@ many AdaGrad accumulators in float32 (interleaved like libffm's), is the only la
 
 `train.engine: binary` runs the real `ffm-train`/`ffm-predict` (from PATH) on the same text files.
 
-Outputs `artifacts/<TAG>/05_train/<ID>/`: metrics.json, valid.pred.npy, test.pred.npy (float32),
-model.npy (weights float32 [n, m, k]; `model.txt` for the binary engine), history.csv,
-config.resolved.json.
+Outputs `artifacts/<TAG>/05_train/<ID>/`: what the publisher writes for every learner
+(`models/learner.py`; history.csv has one row per epoch) and model.npy (weights float32 [n, m, k];
+`model.txt` for the binary engine).
 
 Modules: `config` (the YAML's dataclasses), `intrinsics` (LLVM SIMD helpers and the state
 layout), `kernels` (numba training and prediction passes), `rows` (field-file and CSR row
 sources, libFFM text -> CSR), `trainer` (state, epochs, fit: the numba engine), `binary` (the
-ffm-train engine), `publish` (the stage and its files). This package re-exports what the rest of
+ffm-train engine), `learner` (the stage, the fit and the tuning trial the publisher and the
+search call). This package re-exports what the rest of
 the project uses.
 """
 
 from __future__ import annotations
 
 from models.cli import learner_main
-from models.libffm import binary, config, intrinsics, kernels, publish, rows, trainer  # noqa: F401
+from models.libffm import binary, config, intrinsics, kernels, learner, rows, trainer  # noqa: F401
 from models.libffm.binary import binary_commands, run_binary
 from models.libffm.config import (
     DataConfig,
@@ -50,7 +51,7 @@ from models.libffm.config import (
     input_dir,
     load_config,
 )
-from models.libffm.publish import make_metrics, stage_for, train_model, write_history
+from models.libffm.learner import LEARNER, stage_for
 from models.libffm.rows import FieldRows, SparseRows, convert_text, model_size, open_inputs
 from models.libffm.trainer import (
     FitResult,
@@ -63,12 +64,11 @@ from models.libffm.trainer import (
     train_epoch,
 )
 
-__all__ = ["DataConfig", "FieldRows", "FitResult", "LibffmConfig", "ModelConfig", "SparseRows",
-           "TrainConfig", "binary_commands", "convert_text", "fit", "get_weights", "initial_state",
-           "input_dir", "load_config", "load_weights", "main", "make_metrics", "model_size",
-           "open_inputs", "run_binary", "run_numba", "save_weights", "stage_for", "train_epoch",
-           "train_model", "write_history"]
+__all__ = ["LEARNER", "DataConfig", "FieldRows", "FitResult", "LibffmConfig", "ModelConfig",
+           "SparseRows", "TrainConfig", "binary_commands", "convert_text", "fit", "get_weights",
+           "initial_state", "input_dir", "load_config", "load_weights", "main", "model_size",
+           "open_inputs", "run_binary", "run_numba", "save_weights", "stage_for", "train_epoch"]
 
 
 def main(argv=None) -> None:
-    learner_main(__doc__, load_config, train_model, argv, prog="python -m models.libffm")
+    learner_main(__doc__, LEARNER, argv, prog="python -m models.libffm")

@@ -6,7 +6,7 @@ import dataclasses
 import typing
 from pathlib import Path
 
-from pipeline import config as config_lib
+from models import learner
 from pipeline.paths import stage_dir
 
 
@@ -60,7 +60,7 @@ class LibffmConfig:
 
 def load_config(path: Path, preset: str = "paper", overrides=()) -> LibffmConfig:
     """The model YAML, then `presets.<preset>`, then `--set key=value` overrides; strict."""
-    return config_lib.load_with_preset(LibffmConfig, path, preset, overrides, f" ({path})")
+    return learner.load_config(LibffmConfig, path, preset, overrides, f" ({path})")
 
 
 def input_dir(tag: str, config: LibffmConfig) -> Path:

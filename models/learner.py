@@ -1,0 +1,194 @@
+"""Stage 05's learner protocol and the one publisher of every learner's outputs.
+
+A learner trains the model of one id: the Keras runner (`models.train`), libFFM (`models.libffm`)
+and GBDT (`models.gbdt`) each implement `Learner`. Which one trains an id is the `learner:` key of
+`configs/models/<id>.yaml` (`keras` when absent); `models.stage.LEARNERS` names each one's module.
+
+`train` runs one: the learner forms the stage (config, inputs, code), `fit` trains and hands back a
+`Fitted` (predictions, labels, history, the learner's own metric keys and files), and `publish`
+writes `artifacts/<tag>/05_train/<id>/` atomically, the same way for every learner:
+- `metrics.json`: `COMMON_METRICS` (`epochs` counts epochs, libFFM epochs or boosting rounds),
+  then the learner's keys (parameter_count, train_rows, ...) and the caller's (`tuned_from`);
+- `history.csv`: one row per evaluation (Keras), epoch (libFFM) or boosting round (GBDT);
+- `valid.pred.npy`, `test.pred.npy`: float32 probabilities in row order, raw: a model trained on
+  down-sampled negatives predicts the sampled rates (its metrics judge the corrected ones, and
+  stage 06 corrects them);
+- `learning_curve.png`, `config.resolved.{json,yaml}`, the manifest; and the learner's own files
+  (`model.keras` + `tensorboard/`, `model.npy` or libffm's `model.txt`, `model.json` or
+  lightgbm's `model.txt`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import typing
+from pathlib import Path
+
+import numpy as np
+
+from models import train_report
+from models.runner_config import config_path
+from preprocessing import field_spec
+from pipeline import config as config_lib
+from pipeline import errors
+from pipeline.manifest import Stage
+from pipeline.metrics import constant_logloss, correct_negative_sampling, logloss_and_auc
+
+LEARNER_KEY = "learner"
+DEFAULT_LEARNER = "keras"
+# metrics.json: these keys of every learner first, in this order, with a learner's own keys
+# that belong among them where they belong; every other key after them.
+COMMON_METRICS = ("valid_logloss", "valid_auc", "valid_rows", "constant_logloss",
+                  "relative_information_gain", "examples_per_second", "epochs", "best_epoch",
+                  "stopped_early", "train_seconds", "wall_seconds")
+METRIC_ORDER = ("valid_logloss", "valid_auc", "valid_rows", "constant_logloss",
+                "relative_information_gain", "examples_per_second", "parameter_count", "epochs",
+                "best_epoch", "steps", "best_steps", "stopped_early", "ended_by",
+                "improving_at_cap", "train_rows", "train_seconds", "wall_seconds")
+
+
+def learner_kind(model_id: str, path: Path | None = None) -> str:
+    """The `learner:` of a model YAML (default `configs/models/<model_id>.yaml`); keras if none."""
+    kind = config_lib.load_yaml(path or config_path(model_id)).get(LEARNER_KEY, DEFAULT_LEARNER)
+    if not isinstance(kind, str):
+        raise errors.InputError(f"{path or config_path(model_id)}: learner: {kind!r} is not a name")
+    return kind
+
+
+def load_config(cls, path: Path, preset: str = "paper", overrides=(), where: str = ""):
+    """A model YAML, then `presets.<preset>`, then `--set key=value` overrides, built strictly
+    into the learner's dataclass `cls` (the `learner:` key is read by `learner_kind`)."""
+    return config_lib.load_with_preset(cls, path, preset, overrides, where, skip=(LEARNER_KEY,))
+
+
+@dataclasses.dataclass
+class Fitted:
+    """What a learner's fit hands the publisher.
+
+    Args:
+        predictions: {"valid", "test": probabilities [rows]} of whole splits, in row order.
+        valid_labels: the validation labels [rows] the metrics are taken on.
+        label_rate: the training click rate (the constant-prediction reference).
+        history: one dict per evaluation, epoch or round (history.csv, the learning curve).
+        epochs, best_epoch: how far training went and where the published model stands.
+        examples: training rows seen in `train_seconds` (examples_per_second).
+        extra: the learner's own metrics.json keys.
+        title: of the learning curve.
+        negative_sampling_rate: the keep rate of negatives in training; metrics judge the
+            corrected predictions.
+        write_files: writes the learner's own files (the model) into the output folder.
+        publish: False for a replica that trained in step with the one that publishes: its
+            metrics are computed, nothing is written.
+    """
+    predictions: dict[str, np.ndarray]
+    valid_labels: np.ndarray
+    label_rate: float
+    history: list[dict]
+    epochs: float
+    best_epoch: float
+    stopped_early: bool
+    train_seconds: float
+    examples: int
+    extra: dict = dataclasses.field(default_factory=dict)
+    title: str = ""
+    negative_sampling_rate: float = 1.0
+    write_files: typing.Callable[[Path], None] | None = None
+    publish: bool = True
+
+
+class Learner(typing.Protocol):
+    """A stage-05 learner; `code`: the module whose import closure is its stage's code."""
+    code: str
+
+    def load_config(self, path: Path, preset: str = "paper", overrides=()):
+        """The model YAML, its preset and overrides as the learner's frozen config."""
+
+    def stage_for(self, tag: str, model_id: str, config) -> Stage:
+        """The 05_train unit of `model_id`: its config, input stages and code."""
+
+    def fit(self, tag: str, model_id: str, config, stage: Stage,
+            resume: bool = False) -> typing.ContextManager[Fitted | None]:
+        """Trains; yields a `Fitted` (None: interrupted, nothing to publish), whose files live
+        until the context ends. `resume`: continue from the last checkpoint, for a learner that
+        keeps them (Keras); the others start over."""
+
+    def trial(self, tag: str, model_id: str, config, fraction: float, on_evaluate) -> dict:
+        """Trains on the tuning slice (the training split less its last `fraction`, scored on
+        that holdout); {"valid_logloss": best holdout logloss, more values to record}.
+        `on_evaluate(evaluations, logloss) -> True` stops it there (a pruned trial)."""
+
+
+def train(learner: Learner, tag: str, model_id: str, config, *, force: bool = False,
+          resume: bool = False, extra_metrics: dict | None = None) -> dict | None:
+    """Trains `model_id` with `learner` and publishes it unless it is up to date; returns its
+    metrics (None when skipped or interrupted). `extra_metrics`: more keys for metrics.json."""
+    started = time.time()
+    stage = learner.stage_for(tag, model_id, config)
+    if not stage.should_run(force):
+        return None
+    with learner.fit(tag, model_id, config, stage, resume=resume) as fitted:
+        if fitted is None:
+            return None
+        return publish(stage, fitted, time.time() - started, extra_metrics)
+
+
+def metrics_of(fitted: Fitted, wall_seconds: float, extra_metrics: dict | None = None) -> dict:
+    """metrics.json of a fit: COMMON_METRICS, the learner's keys, then `extra_metrics`."""
+    labels = np.asarray(fitted.valid_labels)
+    valid = correct_negative_sampling(fitted.predictions["valid"], fitted.negative_sampling_rate)
+    valid_logloss, valid_auc = logloss_and_auc(labels, valid)
+    constant = constant_logloss(labels, fitted.label_rate)
+    values = {
+        "valid_logloss": valid_logloss, "valid_auc": valid_auc, "valid_rows": len(labels),
+        "constant_logloss": constant, "relative_information_gain": 1.0 - valid_logloss / constant,
+        "examples_per_second": fitted.examples / max(fitted.train_seconds, 1e-9),
+        "epochs": fitted.epochs, "best_epoch": fitted.best_epoch,
+        "stopped_early": fitted.stopped_early, "train_seconds": fitted.train_seconds,
+        "wall_seconds": wall_seconds, **fitted.extra, **(extra_metrics or {})}
+    ordered = {key: values.pop(key) for key in METRIC_ORDER if key in values}
+    return {**ordered, **values}
+
+
+def publish(stage: Stage, fitted: Fitted, wall_seconds: float,
+            extra_metrics: dict | None = None) -> dict:
+    """Writes every output of a fit into the stage's folder, atomically; returns its metrics."""
+    metrics = metrics_of(fitted, wall_seconds, extra_metrics)
+    if not fitted.publish:
+        return metrics
+    with stage.build() as out:
+        for split, values in fitted.predictions.items():
+            np.save(out / f"{split}.pred.npy", np.asarray(values, np.float32))
+        if fitted.write_files is not None:
+            fitted.write_files(out)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+        config_lib.dump_yaml(stage.config, out / "config.resolved.yaml")
+        train_report.write_history(fitted.history, out / "history.csv")
+        if fitted.history:
+            train_report.plot_learning_curve(fitted.history, out / "learning_curve.png",
+                                             fitted.title or stage.label)
+        stage.record(metrics=metrics)
+    device = f" on {metrics['device']}" if "device" in metrics else ""
+    print(f"[{stage.label}] {metrics['examples_per_second']:,.0f} examples/s{device}: valid "
+          f"logloss {metrics['valid_logloss']:.5f}, AUC {metrics['valid_auc']:.4f}", flush=True)
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# The tuning slice of a trial
+
+def holdout_split(rows: int, fraction: float) -> int:
+    """The first row of the tuning holdout: the last `fraction` of `rows` training rows."""
+    held = max(1, round(rows * fraction))
+    if held >= rows:
+        raise errors.InputError(f"tune.holdout_fraction {fraction}: leaves no training rows "
+                                f"of {rows}")
+    return rows - held
+
+
+def split_rows(split: field_spec.SplitArrays, part: slice) -> field_spec.SplitArrays:
+    """The rows `part` of a split's arrays (views of its memmaps)."""
+    return field_spec.SplitArrays(split.fields[part], split.labels[part], split.ids[part],
+                                  None if split.ints is None else split.ints[part])
+
