@@ -32,7 +32,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-from preprocessing import count, hash_fields, parse, schema
+from preprocessing import count, hash_fields, parse, parse_kernels, schema
 from preprocessing.hashtable import FieldTables
 from preprocessing.npy import NpyWriter
 from preprocessing.split import Part
@@ -52,7 +52,7 @@ def timed(work) -> tuple[float, float, object]:
 def read_pass(path: Path, ends: bool) -> int:
     rows = 0
     for block in parse._iter_blocks(path, parse.BLOCK_BYTES):
-        rows += len(parse._line_ends(block)) if ends else 1
+        rows += len(parse_kernels.line_ends(block)) if ends else 1
     return rows
 
 

@@ -1,14 +1,11 @@
-"""Streaming parser of raw Criteo TSV into integer value codes (numba, both cores, bounded memory).
+"""The reader of raw Criteo TSV: files (.gz decompressed on the fly) in blocks of whole lines,
+parsed by the numba kernels of preprocessing/parse_kernels.py (both cores, bounded memory) into
+Chunks of per-field codes, with the bad-row policy and the messages naming file:line:field.
 
-Each row becomes 39 int64 *codes*, one per field, from which keys, counts and ids are derived:
-
-- integer field I_j: the winners' key as a number: missing -> INT_MISSING; v <= 2 -> v (the "SP"
-  keys, negatives included); v > 2 -> LOG_BASE + floor((ln v)^2).
-- categorical field C_j: 8 lowercase hex chars -> their value (0 .. 2^32-1); empty -> CAT_MISSING;
-  anything else -> FALLBACK_BIT | 61-bit FNV-1a hash of the bytes (the text is kept aside, so
-  keys can be rebuilt; bytes that are not UTF-8 are kept as lone surrogates, errors=
-  "surrogateescape", so distinct bytes stay distinct values). Uppercase hex is such a value:
-  "ABCDEF12" and "abcdef12" are two values, never folded.
+The codes (INT_MISSING, LOG_BASE, CAT_MISSING, FALLBACK_BIT) are defined with the kernels. A
+categorical value that is not 8 lowercase hex chars has a FALLBACK_BIT code; its text is kept
+aside (`Chunk.fallback_text`), so keys can be rebuilt; bytes that are not UTF-8 are kept as lone
+surrogates, errors="surrogateescape", so distinct bytes stay distinct values.
 
 Rows with fewer fields than expected (trailing empty fields trimmed, as in some real copies) are
 padded with missing values and counted. Rows with too many fields, a non-integer in an integer
@@ -28,261 +25,27 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numba
 import numpy as np
 
+from preprocessing import parse_kernels as kernels
 from preprocessing import schema
+from preprocessing.parse_kernels import (  # noqa: F401  (the codes are part of this API)
+    BAD_INTEGER,
+    BAD_LABEL,
+    CAT_MISSING,
+    EMPTY_LINE,
+    FALLBACK_BIT,
+    INT_MISSING,
+    LOG_BASE,
+    PADDED,
+    TOO_MANY_FIELDS,
+)
 
-# OpenMP threads (numba's parallel loops) spin for a while after each loop by default; between
-# loops the stages run Python, a reader and a writer thread, which the spinning starved: stage 03
-# took 17.8-18.5 s and 31-33 CPU s, against 15.9-16.1 s and 27 CPU s with passive waiting. Read
-# when numba starts its threads, at the first parallel call, after this import.
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
-
-INT_MISSING = -(1 << 62)
-LOG_BASE = 1 << 40
-CAT_MISSING = 1 << 32
-FALLBACK_BIT = 1 << 61
-_FNV_MASK = (1 << 61) - 1
-
-# Row status codes written by the parser.
-OK, PADDED, TOO_MANY_FIELDS, BAD_INTEGER, BAD_LABEL, EMPTY_LINE = 0, 1, -1, -2, -3, -4
 _MESSAGES = {TOO_MANY_FIELDS: "too many fields", BAD_INTEGER: "not an integer",
              BAD_LABEL: "label is not 0 or 1", EMPTY_LINE: "empty line"}
 
 BLOCK_BYTES = 32 << 20
 _NO_ROWS = np.empty(0, dtype=np.int64)
-
-
-def _log_squared_table(size: int) -> np.ndarray:
-    """floor((ln v)^2) for v < size, with Python's math.log as the winners computed it."""
-    table = np.zeros(size, dtype=np.int16)
-    table[3:] = [int(math.log(float(value)) ** 2) for value in range(3, size)]
-    return table
-
-
-# Most integers are small: a lookup instead of a log per value (a global: numba freezes it).
-_LOG_SQUARED = _log_squared_table(1 << 14)
-
-_HEX = np.full(256, 255, dtype=np.uint8)
-for _index, _byte in enumerate(b"0123456789abcdef"):
-    _HEX[_byte] = _index
-
-
-# The field parsers are inlined: a function call per field cost about a quarter of the parse time.
-@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _parse_int(data, position, end, codes, ints, row, field):
-    """Parses I_j at `position`; returns (position after it, ok)."""
-    begin = position
-    negative = position < end and data[position] == 45
-    if negative:
-        position += 1
-    value = np.int64(0)
-    while position < end and data[position] != 9:
-        byte = data[position]
-        if byte < 48 or byte > 57 or position - begin >= 18:
-            return position, False
-        value = value * 10 + (byte - 48)
-        position += 1
-    if position == begin:
-        codes[row, field] = INT_MISSING
-        ints[row, field] = np.nan
-        return position, True
-    if negative:
-        if position == begin + 1:
-            return position, False
-        value = -value
-    ints[row, field] = value
-    if value <= 2:
-        codes[row, field] = value
-    elif value < len(_LOG_SQUARED):
-        codes[row, field] = LOG_BASE + _LOG_SQUARED[value]
-    else:
-        codes[row, field] = LOG_BASE + np.int64(np.log(float(value)) ** 2)
-    return position, True
-
-
-_NEWLINES = np.uint64(0x0A0A0A0A0A0A0A0A)
-_LOW_7 = np.uint64(0x7F7F7F7F7F7F7F7F)
-_ONES = np.uint64(0x0101010101010101)
-_BYTES_0x80 = np.uint64(0x8080808080808080)
-_NIBBLES = np.uint64(0x0F0F0F0F0F0F0F0F)
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _add_bytes(word, byte):
-    """Adds `byte` to each byte of `word` (bytes below 0x80, sums below 0x100: no carries)."""
-    return word + np.uint64(byte) * _ONES
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _hex_word(word):
-    """(value, ok) of 8 lowercase hex chars in a little-endian word (first char lowest), eight
-    bytes at a time: a range check and a nibble per byte, then three shifts pack the nibbles."""
-    digit = _add_bytes(word, 0x80 - 0x30) & ~_add_bytes(word, 0x80 - 0x3A)
-    letter = _add_bytes(word, 0x80 - 0x61) & ~_add_bytes(word, 0x80 - 0x67)
-    ok = (word & _BYTES_0x80) == 0 and ((digit | letter) & _BYTES_0x80) == _BYTES_0x80
-    nibbles = (word & _NIBBLES) + ((letter & _BYTES_0x80) >> np.uint64(7)) * np.uint64(9)
-    pairs = ((nibbles << np.uint64(4)) | (nibbles >> np.uint64(8))) & np.uint64(0x00FF00FF00FF00FF)
-    quads = ((pairs << np.uint64(8)) | (pairs >> np.uint64(16))) & np.uint64(0x0000FFFF0000FFFF)
-    value = ((quads << np.uint64(16)) | (quads >> np.uint64(32))) & np.uint64(0xFFFFFFFF)
-    return np.int64(value), ok
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _word_at(words, position):
-    """The 8 bytes from `position` on as one little-endian word, from two aligned words."""
-    index = position >> 3
-    shift = np.uint64((position & 7) * 8)
-    high = (words[index + 1] << (np.uint64(63) - shift)) << np.uint64(1)  # 0 when shift is 0
-    return (words[index] >> shift) | high
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _parse_cat(data, words, position, end, codes, row, field, hex_table):
-    """Parses C_j at `position`; returns (position after it, whether it took the fallback code)."""
-    stop = position + 8
-    if stop <= end and (stop == end or data[stop] == 9):  # the usual 8 hex chars
-        if (position >> 3) + 1 < len(words):
-            value, ok = _hex_word(_word_at(words, position))
-            if ok:
-                codes[row, field] = value
-                return stop, False
-        else:  # the last bytes of the block: one at a time
-            value = np.int64(0)
-            invalid = np.uint8(0)
-            for index in range(position, stop):
-                nibble = hex_table[data[index]]
-                invalid |= nibble
-                value = value * 16 + (nibble & 15)
-            if invalid < 16:
-                codes[row, field] = value
-                return stop, False
-    begin = position
-    digest = np.uint64(14695981039346656037)  # FNV-1a 64
-    while position < end and data[position] != 9:
-        digest = (digest ^ np.uint64(data[position])) * np.uint64(1099511628211)
-        position += 1
-    if position == begin:
-        codes[row, field] = CAT_MISSING
-        return position, False
-    codes[row, field] = np.int64(digest & np.uint64(_FNV_MASK)) | FALLBACK_BIT
-    return position, True
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _parse_line(data, words, start, end, has_label, codes, ints, labels, row, hex_table):
-    """Parses one line (without its newline) into row `row`; returns (status, column, fallback)."""
-    if end > start and data[end - 1] == 13:  # CRLF
-        end -= 1
-    if end == start:
-        return EMPTY_LINE, 0, False
-    num_columns = 40 if has_label else 39
-    column, position, fallback = 0, start, False
-    while True:
-        field = column - 1 if has_label else column
-        if has_label and column == 0:
-            if data[position] != 48 and data[position] != 49 or \
-                    (position + 1 < end and data[position + 1] != 9):
-                return BAD_LABEL, column, fallback
-            labels[row] = data[position] - 48
-            position += 1
-        elif field < 13:
-            position, ok = _parse_int(data, position, end, codes, ints, row, field)
-            if not ok:
-                return BAD_INTEGER, column, fallback
-        else:
-            position, is_fallback = _parse_cat(data, words, position, end, codes, row, field,
-                                               hex_table)
-            fallback = fallback or is_fallback
-        column += 1
-        if position >= end:
-            break
-        position += 1  # the tab
-        if column == num_columns:
-            return TOO_MANY_FIELDS, column, fallback
-    if column < num_columns:
-        for field in range(column - 1 if has_label else column, 39):
-            codes[row, field] = INT_MISSING if field < 13 else CAT_MISSING
-            if field < 13:
-                ints[row, field] = np.nan
-        return PADDED, column, fallback
-    return OK, 0, fallback
-
-
-@numba.njit(cache=True, parallel=True, nogil=True)
-def _parse_block(data, line_ends, has_label, codes, ints, labels, status, columns, fallback,
-                 hex_table):
-    words = data[:len(data) // 8 * 8].view(np.uint64)
-    for line in numba.prange(len(line_ends)):
-        start = 0 if line == 0 else line_ends[line - 1] + 1
-        status[line], columns[line], fallback[line] = _parse_line(
-            data, words, start, line_ends[line], has_label, codes, ints, labels, line, hex_table)
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _newline_bytes(word):
-    """The high bit of each byte of `word` that is a newline (exact, no false positives)."""
-    equal_zero = word ^ _NEWLINES
-    return ~(((equal_zero & _LOW_7) + _LOW_7) | equal_zero | _LOW_7)
-
-
-@numba.njit(cache=True, nogil=True)
-def _segment_newlines(words, begin, end, out, count, limit):
-    """Writes the positions of the newlines of words[begin:end] from out[count] on, eight bytes
-    at a time (one line holds ~25 words without a newline); returns the count after them, or -1
-    when there are more than `limit - count`."""
-    for word in range(begin, end):
-        found = _newline_bytes(words[word])
-        while found:
-            if count == limit:
-                return -1
-            lowest = found & (~found + np.uint64(1))
-            below = ((((lowest - np.uint64(1)) >> np.uint64(7)) & _ONES) * _ONES) >> np.uint64(56)
-            out[count] = 8 * word + np.int64(below)
-            count += 1
-            found &= found - np.uint64(1)
-    return count
-
-
-def _line_ends(data: np.ndarray) -> np.ndarray:
-    """Positions of the newlines of `data`, as np.flatnonzero(data == 10)."""
-    return _newline_positions(data, 4 * numba.get_num_threads())
-
-
-@numba.njit(cache=True, nogil=True, parallel=True)
-def _newline_positions(data, segments):
-    """Segments found in parallel, each into its own slice of a scratch array with room for a
-    newline every 16 bytes (Criteo lines are ~240), then gathered; one pass over the data. A block
-    of shorter lines is done again with room for every byte."""
-    whole_words = len(data) // 8
-    words = data[:8 * whole_words].view(np.uint64)
-    bounds = (whole_words * np.arange(segments + 1)) // segments
-    for bytes_per_newline in np.array([16, 1]):
-        starts = np.zeros(segments + 1, dtype=np.int64)
-        starts[1:] = np.cumsum((bounds[1:] - bounds[:-1]) * 8 // bytes_per_newline + 1)
-        scratch = np.empty(starts[-1], dtype=np.int64)
-        ends = np.empty(segments, dtype=np.int64)
-        for segment in numba.prange(segments):
-            ends[segment] = _segment_newlines(words, bounds[segment], bounds[segment + 1],
-                                              scratch, starts[segment], starts[segment + 1])
-        if (ends >= 0).all():
-            break
-    counts = ends - starts[:-1]
-    offsets = np.zeros(segments + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum(counts)
-    tail = 0
-    for index in range(8 * whole_words, len(data)):
-        tail += data[index] == 10
-    out = np.empty(offsets[-1] + tail, dtype=np.int64)
-    for segment in numba.prange(segments):
-        out[offsets[segment]:offsets[segment + 1]] = scratch[starts[segment]:ends[segment]]
-    count = offsets[-1]
-    for index in range(8 * whole_words, len(data)):
-        if data[index] == 10:
-            out[count] = index
-            count += 1
-    return out
 
 
 @dataclasses.dataclass
@@ -411,14 +174,14 @@ def iter_chunks(path: Path, has_label: bool, on_bad_row: str = "error",
     first_problem = None
     next_row = 0
     for data in _iter_blocks(path, block_bytes):
-        line_ends = _line_ends(data)
-        begin, next_row = next_row, next_row + len(line_ends)
+        ends = kernels.line_ends(data)
+        begin, next_row = next_row, next_row + len(ends)
         if next_row <= start_row:
             continue
         low = max(start_row - begin, 0)
-        high = len(line_ends) if stop_row is None else min(stop_row - begin, len(line_ends))
-        chunk = _parse(data, line_ends, has_label, path, begin, low, high, on_bad_row, report,
-                       arrays.take(len(line_ends)))
+        high = len(ends) if stop_row is None else min(stop_row - begin, len(ends))
+        chunk = _parse(data, ends, has_label, path, begin, low, high, on_bad_row, report,
+                       arrays.take(len(ends)))
         lines += chunk.lines
         chunk_bad = len(chunk.skipped) + len(chunk.missing)
         if chunk_bad:
@@ -501,7 +264,8 @@ def _parse(data, line_ends, has_label, path, first_row, low, high, on_bad_row, r
            arrays) -> Chunk:
     """Parses a block whose first line is row `first_row`; the chunk of its lines [low, high)."""
     codes, ints, labels, status, columns, fallback = arrays
-    _parse_block(data, line_ends, has_label, codes, ints, labels, status, columns, fallback, _HEX)
+    kernels.parse_block(data, line_ends, has_label, codes, ints, labels, status, columns,
+                        fallback)
     window = slice(low, high)
     codes, ints, labels, status = codes[window], ints[window], labels[window], status[window]
     row0 = first_row + low  # row number of the window's first line

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from preprocessing import parse
+from preprocessing import parse, parse_kernels
 from preprocessing.hashtable import CodeTable, FieldTables
 
 RARE_ID, UNSEEN_ID = 1, 0
@@ -88,8 +88,8 @@ def test_blocks_hold_whole_lines_for_any_block_size(tmp_path, seed, name):
 
 def test_line_ends_match_numpy():
     data = np.frombuffer(b"a\nbb\n\nccc\n", dtype=np.uint8)
-    np.testing.assert_array_equal(parse._line_ends(data), np.flatnonzero(data == 10))
-    assert len(parse._line_ends(data[:0])) == 0
+    np.testing.assert_array_equal(parse_kernels.line_ends(data), np.flatnonzero(data == 10))
+    assert len(parse_kernels.line_ends(data[:0])) == 0
 
 
 @pytest.mark.parametrize("length", [1, 7, 8, 9, 63, 64, 65, 1000, 10_007])
@@ -99,7 +99,7 @@ def test_line_ends_match_numpy_for_any_length_and_density(length):
     for density in (0.0, 0.02, 0.5, 1.0):
         data = np.where(rng.random(length) < density, 10,
                         rng.integers(0, 256, length)).astype(np.uint8)
-        np.testing.assert_array_equal(parse._line_ends(data), np.flatnonzero(data == 10))
+        np.testing.assert_array_equal(parse_kernels.line_ends(data), np.flatnonzero(data == 10))
 
 
 def test_npy_writer_appends_rows_and_syncs_in_the_background(tmp_path, monkeypatch):

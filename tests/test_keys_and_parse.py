@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from preprocessing import keys, parse, schema
+from preprocessing import keys, parse, parse_kernels, schema
 from preprocessing.split import Part, split_ranges
 from tests.conftest import REPO_ROOT, raw_line
 
@@ -85,6 +85,23 @@ def test_parser_codes_match_the_key_rules(tmp_path):
     assert chunks[0].labels.tolist() == [1]
     np.testing.assert_array_equal(chunks[0].ints[0, :3], [1, -1, 3])
     assert np.isnan(chunks[0].ints[0, 3])
+
+
+def test_kernels_parse_a_byte_buffer_alone():
+    """The kernels need no file: codes, a status and a column per line of a byte buffer."""
+    trimmed = raw_line(0, INTS, CATS[:20] + [None] * 6).rstrip("\n").rstrip("\t") + "\n"
+    text = raw_line(1, INTS, CATS) + raw_line(2, INTS, CATS) + trimmed
+    data = np.frombuffer(text.encode(), dtype=np.uint8)
+    ends = parse_kernels.line_ends(data)
+    rows = len(ends)
+    codes, ints = np.empty((rows, 39), np.int64), np.empty((rows, 13), np.float32)
+    labels, status = np.zeros(rows, np.uint8), np.empty(rows, np.int32)
+    columns, fallback = np.empty(rows, np.int32), np.empty(rows, np.bool_)
+    parse_kernels.parse_block(data, ends, True, codes, ints, labels, status, columns, fallback)
+    assert status.tolist() == [parse_kernels.OK, parse_kernels.BAD_LABEL, parse_kernels.PADDED]
+    assert columns[1] == 0 and columns[2] == 1 + 13 + 20
+    assert labels[0] == 1 and codes[0, 13] == 100 and codes[0, 38] == 125
+    assert codes[2, 38] == parse_kernels.CAT_MISSING and not fallback.any()
 
 
 def test_crlf_and_missing_final_newline_parse_like_lf(tmp_path):
