@@ -23,20 +23,23 @@ import math
 import os
 from pathlib import Path
 
+import pandas as pd
+
 from ensembles import metrics
 from preprocessing import schema
+from pipeline import figures
 from pipeline.paths import REPO_ROOT, artifacts_root, stage_dir
 
 REPORT_FILE = "REPORT.md"
 BEGIN_MARKER = "<!-- results:begin -->"
 END_MARKER = "<!-- results:end -->"
-MODEL_HEADER = ("| model | valid logloss | AUC | RIG | examples/s | parameters | wall s | "
-                "calibration | calibrated logloss | ECE before → after | plots |")
-BLEND_HEADER = ("| ensemble | method (source) | weights | valid logloss | AUC | RIG | "
-                "plain average | best member | held-out: weighted / average / single / select | "
-                "plots |")
-TUNE_HEADER = ("| tuned model | trials: complete / pruned / failed (budget) | tuning slice: "
-               "default → best | validation: default → tuned | best trial's setting | plot |")
+# The model table's columns read from 05_train's metrics.json, and the numbers' formats.
+MODEL_METRICS = {"valid logloss": "valid_logloss", "AUC": "valid_auc",
+                 "RIG": "relative_information_gain", "examples/s": "examples_per_second",
+                 "parameters": "parameter_count", "wall s": "wall_seconds"}
+MODEL_FORMATS = {"valid logloss": "{:.5f}", "AUC": "{:.4f}", "RIG": "{:.4f}",
+                 "examples/s": "{:,.0f}", "parameters": "{:,.0f}", "wall s": "{:.1f}",
+                 "calibrated logloss": "{:.5f}"}
 # The blend candidates in the held-out column; "select" is left out of blends written before it
 # existed (and of `weighted` blends, which do not fit it).
 BLEND_CANDIDATES = ("weighted", "average", "single")
@@ -45,12 +48,7 @@ BLEND_CANDIDATES = ("weighted", "average", "single")
 def plot_reliability(labels, curves: dict, path: Path, title: str, bins: int = 20) -> None:
     """Reliability diagram (PNG): click rate against mean prediction in equal-count bins, one
     line per entry of `curves` ({name: probabilities [N]}), log-log so low CTRs are readable."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
-    figure, axes = pyplot.subplots(figsize=(5, 5), dpi=100)
+    figure, axes = figures.pyplot().subplots(figsize=(5, 5), dpi=100)
     low, high = 1.0, 0.0
     for name, probabilities in curves.items():
         mean_prediction, click_rate, _ = metrics.reliability_bins(labels, probabilities, bins)
@@ -67,23 +65,18 @@ def plot_reliability(labels, curves: dict, path: Path, title: str, bins: int = 2
     axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path)
-    pyplot.close(figure)
+    figures.save_figure(figure, path)
 
 
 def read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def number(value, digits: int) -> str:
+def number(value, digits: int | str) -> str:
+    """`value` with `digits` decimals (or in the format `digits`), a dash when missing."""
     if value is None or math.isnan(value):
         return "–"
-    return f"{value:.{digits}f}"
-
-
-def count(value) -> str:
-    return "–" if value is None else f"{value:,.0f}"
+    return f"{value:.{digits}f}" if isinstance(digits, int) else digits.format(value)
 
 
 def link(text: str, path: Path, tag_dir: Path, prefix: str) -> str:
@@ -123,40 +116,47 @@ def data_description(tag: str) -> str:
     return "Data: " + "; ".join(parts) + "." if parts else "Data: unknown (no 00_raw/03_hash)."
 
 
-def model_rows(tag: str, prefix: str) -> list[str]:
+def model_rows(tag: str, prefix: str) -> list[dict]:
+    """One row per trained model, the best validation logloss first."""
     tag_dir = artifacts_root() / tag
     trained = stage_dir(tag, "05_train")
-    found = []
+    rows = []
     for folder in sorted(trained.iterdir()) if trained.is_dir() else []:
         model_metrics = read_json(folder / "metrics.json")
-        if model_metrics and not folder.name.startswith("."):
-            found.append((folder.name, model_metrics))
-    found.sort(key=lambda item: item[1].get("valid_logloss", float("inf")))
-    rows = []
-    for model_id, model_metrics in found:
-        calibrated = read_json(stage_dir(tag, "06_calibrate", model_id) / "metrics.json") or {}
+        if not model_metrics or folder.name.startswith("."):
+            continue
+        calibration = stage_dir(tag, "06_calibrate", folder.name)
+        calibrated = read_json(calibration / "metrics.json") or {}
         before = calibrated.get("before", {})
-        plots = [link("learning curve", trained / model_id / "learning_curve.png", tag_dir, prefix),
-                 link("reliability", stage_dir(tag, "06_calibrate", model_id) / "reliability.png",
-                      tag_dir, prefix)]
         ece = "–"
         if calibrated:
             ece = (f"{number(before.get('expected_calibration_error'), 4)} → "
                    f"{number(calibrated.get('expected_calibration_error'), 4)}")
-        manifest = read_json(trained / model_id / "manifest.json") or {}
-        fingerprint = tuned_fingerprint(tag, model_id)
-        tuned = fingerprint is not None and manifest.get("fingerprint") == fingerprint
-        rows.append("| " + " | ".join([
-            model_id + (" (tuned)" if tuned else ""),
-            number(model_metrics.get("valid_logloss"), 5),
-            number(model_metrics.get("valid_auc"), 4),
-            number(model_metrics.get("relative_information_gain"), 4),
-            count(model_metrics.get("examples_per_second")),
-            count(model_metrics.get("parameter_count")),
-            number(model_metrics.get("wall_seconds"), 1),
-            calibrated.get("method", "–"), number(calibrated.get("valid_logloss"), 5), ece,
-            " ".join(plot for plot in plots if plot)]) + " |")
-    return rows
+        plots = [link("learning curve", folder / "learning_curve.png", tag_dir, prefix),
+                 link("reliability", calibration / "reliability.png", tag_dir, prefix)]
+        fingerprint = tuned_fingerprint(tag, folder.name)
+        tuned = fingerprint is not None and \
+            (read_json(folder / "manifest.json") or {}).get("fingerprint") == fingerprint
+        rows.append({"model": folder.name + (" (tuned)" if tuned else ""),
+                     **{column: model_metrics.get(key) for column, key in MODEL_METRICS.items()},
+                     "calibration": calibrated.get("method", "–"),
+                     "calibrated logloss": calibrated.get("valid_logloss"),
+                     "ECE before → after": ece,
+                     "plots": " ".join(plot for plot in plots if plot)})
+    if not rows:
+        return []
+    frame = pd.DataFrame(rows).sort_values("valid logloss", kind="stable", na_position="last")
+    for column, form in MODEL_FORMATS.items():
+        frame[column] = [number(value, form) for value in frame[column]]
+    return frame.to_dict("records")
+
+
+def markdown_table(rows: list[dict]) -> list[str]:
+    """The lines of a Markdown table of `rows` (dicts of column -> cell text, the columns in the
+    first row's order), cells unpadded as the README has always shown them."""
+    frame = pd.DataFrame(rows, dtype=str)
+    return ["| " + " | ".join(frame.columns) + " |", "|---" * len(frame.columns) + "|",
+            *("| " + " | ".join(cells) + " |" for cells in frame.itertuples(index=False))]
 
 
 def tuned_fingerprint(tag: str, model_id: str) -> str | None:
@@ -165,7 +165,7 @@ def tuned_fingerprint(tag: str, model_id: str) -> str | None:
     return best.get("tuned_fingerprint") if best else None
 
 
-def tune_rows(tag: str, prefix: str) -> list[str]:
+def tune_rows(tag: str, prefix: str) -> list[dict]:
     """One row per study of 05_tune: the untuned config (its first trial) beside the best trial
     on the tuning slice (the training split's tail), and beside the tuned model on validation."""
     tag_dir = artifacts_root() / tag
@@ -186,14 +186,17 @@ def tune_rows(tag: str, prefix: str) -> list[str]:
         counts = best["trials"]
         setting = ", ".join(f"{key.split('.')[-1]} {_setting(value)}"
                             for key, value in best["values"].items())
-        rows.append("| " + " | ".join([
-            study_dir.name,
-            f"{counts['complete']} / {counts['pruned']} / {counts['failed']} "
-            f"({counts['budget']}, ended by {best['ended_by']})",
-            f"{number(default['tuning_logloss'], 5)} → {number(best['tuning_logloss'], 5)} "
-            f"(trial {best['best_trial']})",
-            f"{default_valid} → {tuned}",
-            setting, link("trials", study_dir / "trials.png", tag_dir, prefix)]) + " |")
+        rows.append({
+            "tuned model": study_dir.name,
+            "trials: complete / pruned / failed (budget)":
+                f"{counts['complete']} / {counts['pruned']} / {counts['failed']} "
+                f"({counts['budget']}, ended by {best['ended_by']})",
+            "tuning slice: default → best":
+                f"{number(default['tuning_logloss'], 5)} → {number(best['tuning_logloss'], 5)} "
+                f"(trial {best['best_trial']})",
+            "validation: default → tuned": f"{default_valid} → {tuned}",
+            "best trial's setting": setting,
+            "plot": link("trials", study_dir / "trials.png", tag_dir, prefix)})
     return rows
 
 
@@ -205,7 +208,7 @@ def _setting(value) -> str:
     return str(value)
 
 
-def blend_rows(tag: str, prefix: str) -> list[str]:
+def blend_rows(tag: str, prefix: str) -> list[dict]:
     tag_dir = artifacts_root() / tag
     folder = stage_dir(tag, "07_ensemble")
     rows = []
@@ -223,15 +226,17 @@ def blend_rows(tag: str, prefix: str) -> list[str]:
         if result.get("single_member"):
             method += f" {result['single_member']}"
         held_out = result.get("held_out_logloss") or {}
-        rows.append("| " + " | ".join([
-            result["name"], f"{method} ({result['source']})", weights,
-            number(result["valid_logloss"], 5), number(result["valid_auc"], 4),
-            number(result["relative_information_gain"], 4),
-            number(result["average"]["valid_logloss"], 5),
-            f"{best[0]} {best[1]['valid_logloss']:.5f}",
-            " / ".join(number(held_out.get(key), 5) for key in
-                       BLEND_CANDIDATES + (("select",) if "select" in held_out else ())),
-            link("reliability", blend_dir / "reliability.png", tag_dir, prefix)]) + " |")
+        rows.append({
+            "ensemble": result["name"], "method (source)": f"{method} ({result['source']})",
+            "weights": weights, "valid logloss": number(result["valid_logloss"], 5),
+            "AUC": number(result["valid_auc"], 4),
+            "RIG": number(result["relative_information_gain"], 4),
+            "plain average": number(result["average"]["valid_logloss"], 5),
+            "best member": f"{best[0]} {best[1]['valid_logloss']:.5f}",
+            "held-out: weighted / average / single / select": " / ".join(
+                number(held_out.get(key), 5) for key in
+                BLEND_CANDIDATES + (("select",) if "select" in held_out else ())),
+            "plots": link("reliability", blend_dir / "reliability.png", tag_dir, prefix)})
     return rows
 
 
@@ -243,20 +248,19 @@ def render(tag: str, prefix: str = "") -> str:
              "training click rate. Calibrated and blended logloss are cross-fitted on two halves "
              "of the validation split (honest, see `ensembles/calibrate.py`). Plots link into "
              f"the git-ignored `artifacts/{tag}/` tree, present after a run.")
+    models = model_rows(tag, prefix)
     lines = [intro, "", data_description(tag), "",
-             MODEL_HEADER, "|---" * MODEL_HEADER.count(" | ") + "|---|"]
-    lines += model_rows(tag, prefix) or ["| (no trained models in 05_train) |" + " |" * 10]
+             *(markdown_table(models) if models else ["No trained models in 05_train."])]
     tuned = tune_rows(tag, prefix)
     if tuned:
         lines += ["", "Tuned models (`./run.sh --only 05 --tune ID`): trials train on the training "
                   "split less its last part and are scored on that part (the tuning slice); the "
                   "validation split never served the search. The default is the untuned config "
                   "(the study's first trial; on validation, the model published before tuning).",
-                  "", TUNE_HEADER, "|---" * TUNE_HEADER.count(" | ") + "|---|", *tuned]
+                  "", *markdown_table(tuned)]
     blends = blend_rows(tag, prefix)
     if blends:
-        lines += ["", BLEND_HEADER, "|---" * BLEND_HEADER.count(" | ") + "|---|"]
-        lines += blends
+        lines += ["", *markdown_table(blends)]
     submission = read_json(stage_dir(tag, "08_submit") / "submission.json")
     if submission:
         lines += ["", (f"Submission: `{submission['file']}` from `{submission['source']}`, "

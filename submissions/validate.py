@@ -5,9 +5,9 @@ exactly N rows `Id,probability` with Ids N consecutive integers from 60000000 (t
 order, so no Id is missing or repeated) and finite probabilities strictly between 0 and 1. N is
 6,042,135 for the Kaggle test set; with `--tag T`, the test rows stage 00 counted in T's
 test.txt (`artifacts/T/00_raw/raw.json`), never what a later stage kept. The file is streamed in
-blocks of lines (bounded memory), each checked with numpy and, if that finds anything unusual,
-line by line, so the first problem stops the check with its line number. Exit status 0 when
-valid, 1 otherwise (2 when `--tag` has no stage 00 count).
+blocks of lines (bounded memory), each read with pandas and, if that finds anything unusual,
+checked line by line, so the first problem stops the check with its line number. Exit status 0
+when valid, 1 otherwise (2 when `--tag` has no stage 00 count).
 """
 
 from __future__ import annotations
@@ -15,21 +15,27 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gzip
+import io
 import json
 import math
+import re
 import sys
 import zlib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from preprocessing.schema import FULL_TEST_ROWS, TEST_ID_START
 from pipeline import errors
 from pipeline.paths import stage_dir
 
 HEADER = b"Id,Predicted"
+COLUMNS = HEADER.decode().split(",")
+COLUMN_TYPES = {"Id": np.int64, "Predicted": np.float64}
 GZIP_MAGIC = b"\x1f\x8b"
 NUMBER_CHARACTERS = b"0123456789.eE+-"
+NOT_DIGIT_ID = re.compile(rb"[^0-9,\n][^,\n]*,")  # a non-digit before a line's comma
 BLOCK_BYTES = 1 << 22  # lines are read and checked in blocks of about this size
 
 
@@ -115,23 +121,27 @@ def _check(path: Path, handle, rows: int, first_id: int) -> SubmissionSummary:
 
 
 def _block_probabilities(lines: list[bytes], first_expected: int) -> np.ndarray | None:
-    """Vectorised check of a block of data lines in the exact form the writer produces; the
-    probabilities [len(lines)] if every line passes, None otherwise (then `_check_lines` finds
-    and names the problem, or accepts a form this check does not cover, such as CRLF)."""
+    """Fast check of a block of data lines in the exact form the writer produces (read by
+    pandas); the probabilities [len(lines)] if every line passes, None otherwise (then
+    `_check_lines` finds and names the problem, or accepts a form this check does not cover,
+    such as CRLF or an Id with leading zeros)."""
     text = b"".join(lines)
-    if text.translate(None, NUMBER_CHARACTERS + b",\n"):  # any other byte
-        return None
-    fields = text.removesuffix(b"\n").replace(b"\n", b",").split(b",")
-    if len(fields) != 2 * len(lines):
-        return None
-    expected = first_expected + np.arange(len(lines), dtype=np.int64)
-    if not np.array_equal(np.array(fields[0::2]), expected.astype(np.bytes_)):
+    # pandas reads more than a submission may hold (quoted or padded fields, `6e7` as an Id, a
+    # third column on the first line as an index): only digits and number characters, one
+    # comma a line and digit-only Ids reach it.
+    if text.translate(None, NUMBER_CHARACTERS + b",\n") or text.count(b",") != len(lines) \
+            or NOT_DIGIT_ID.search(text):
         return None
     try:
-        probabilities = np.array(fields[1::2]).astype(np.float64)
-    except ValueError:
+        # round_trip: the same correctly rounded values as Python's float()
+        frame = pd.read_csv(io.BytesIO(text), header=None, names=COLUMNS, dtype=COLUMN_TYPES,
+                            float_precision="round_trip")
+    except (ValueError, OverflowError):  # pandas' ParserError is a ValueError
         return None
-    if not ((probabilities > 0) & (probabilities < 1)).all():
+    probabilities = frame["Predicted"].to_numpy()
+    if len(frame) != len(lines) or not np.array_equal(
+            frame["Id"].to_numpy(), first_expected + np.arange(len(lines), dtype=np.int64)) \
+            or not ((probabilities > 0) & (probabilities < 1)).all():
         return None
     return probabilities
 

@@ -62,6 +62,12 @@ def test_synthetic_and_missing_inputs_are_named(artifacts):
     assert ("Data: synthetic Criteo-like data (`preprocessing/synthetic/`); model presets: "
             "demo.") in report.render("d")
     assert "Data: unknown (no 00_raw/03_hash)." in report.render("nothing")
+    assert "No trained models in 05_train." in report.render("nothing")
+
+
+def test_markdown_table_keeps_cells_unpadded():
+    assert report.markdown_table([{"a": "1", "b c": "x"}, {"a": "22", "b c": ""}]) == [
+        "| a | b c |", "|---|---|", "| 1 | x |", "| 22 |  |"]
 
 
 def test_models_sorted_by_logloss_and_blend_shows_its_choice(real_sample):

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from ensembles import metrics, report
@@ -16,6 +17,7 @@ from ensembles.report import read_json
 from preprocessing.schema import FULL_TEST_ROWS, TEST_ID_START
 from pipeline.manifest import file_md5
 from pipeline.paths import stage_dir
+from tests.conftest import use_artifacts
 from submissions import upload, validate, write
 from tests.test_calibrate import fake_hash_stage, fake_model, logistic_data
 
@@ -42,6 +44,17 @@ def test_writer_output_passes_the_validator(tmp_path, compress):
                                  "60000002,0.123457", "60000003,1e-06", "60000004,0.5"]
     assert path.read_bytes()[:2] == (b"\x1f\x8b" if compress else b"Id")
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left
+
+
+def test_csv_text_is_what_pandas_writes():
+    """The writer formats rows itself only for speed: pandas' to_csv gives the same text."""
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"Id": TEST_ID_START + np.arange(1000),
+                          "Predicted": np.clip(rng.beta(0.3, 2, 1000), 1e-6, 1 - 1e-6)})
+    frame.loc[:2, "Predicted"] = [1e-6, 1 - 1e-6, 0.0001]
+    assert write.csv_text(frame, header=True) == frame.to_csv(
+        index=False, float_format="%.6g", lineterminator="\n").encode()
+    assert write.csv_text(frame[5:], header=False).startswith(b"60000005,")
 
 
 def test_gzip_output_is_byte_identical_across_runs(tmp_path):
@@ -145,7 +158,7 @@ def built_tree(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("built") / "artifacts"
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CRITEO_PNN_ARTIFACTS", str(root))
+        use_artifacts(patch, root)
         logits, labels = logistic_data(1500, seed=31)
         fake_raw_stage("t", test_rows=500)
         fake_hash_stage("t", labels[:1000], test_rows=500)
@@ -359,3 +372,34 @@ def test_validator_line_numbers_across_blocks(tmp_path, monkeypatch):
         validate.validate(path, rows=2000)
     with pytest.raises(validate.SubmissionError, match="line 1202: extra row '60001200,0.1201'"):
         validate.validate(path, rows=1200)
+
+
+def test_fast_block_check_accepts_only_what_the_line_check_accepts():
+    """The pandas read of a block never passes a line the line-by-line check rejects (an Id like
+    6e7 or +60000000, a third column, a blank line), and reads the same probabilities."""
+    rng = np.random.default_rng(5)
+    characters = list("0123456789.eE+-,")
+    ids = [str(60000000 + i) for i in range(3)]
+    odd_ids = ["6e7", "+60000000", "060000000", "60000000.", "6E7", "-60000000", ""]
+    numbers = ["0.5", "1e-06", "5E-1", ".5", "+0.25", "0.999999", "1e", "1-2", "0", "1"]
+    passed = 0
+    for _ in range(3000):
+        fields = [[row_id, str(rng.choice(numbers)) if rng.random() < 0.8 else
+                   "".join(rng.choice(characters, rng.integers(0, 7)))] for row_id in ids]
+        if rng.random() < 0.3:
+            fields[rng.integers(3)][0] = str(rng.choice(odd_ids))
+        if rng.random() < 0.2:  # a third column, at the end or after the Id
+            row = fields[rng.integers(3)]
+            row.insert(int(rng.integers(1, 3)), row[0] if rng.random() < 0.5 else "0.5")
+        lines = [(",".join(row) + "\n").encode() for row in fields]
+        fast = validate._block_probabilities(lines, 60000000)
+        try:
+            strict = validate._check_lines(Path("f"), lines, 0, 3, 60000000)
+        except validate.SubmissionError:
+            strict = None
+        assert fast is None or (strict is not None and np.array_equal(fast, strict)), lines
+        passed += fast is not None
+    assert passed > 100  # the fast path is exercised, not only refused
+    # Three columns on every line: pandas would take the first as an index.
+    lines = [f"{row_id},{row_id},0.5\n".encode() for row_id in ids]
+    assert validate._block_probabilities(lines, 60000000) is None
