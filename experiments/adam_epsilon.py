@@ -21,12 +21,11 @@ from experiments import common
 
 
 @dataclasses.dataclass(frozen=True)
-class AdamEpsilonConfig:
+class AdamEpsilonConfig(common.RunOverlays):
     models: tuple[str, ...] = ("fm", "ipnn")
     epsilons: tuple[float, ...] = (1e-2, 1e-4, 1e-6, 1e-8)
     min_information_gain: float = 0.001
     preset: str = "auto"
-    model_set: tuple[str, ...] = ()
 
 
 def convergence(metrics: dict | None, min_gain: float, error: str | None = None) -> str | None:
@@ -49,7 +48,7 @@ def run(config: AdamEpsilonConfig, source: Path, out: Path, force: bool = False)
         for model_id in config.models:
             for epsilon in config.epsilons:
                 unit = f"{model_id}__eps{epsilon:.0e}"
-                overrides = [*common.overrides_for(model_id, config.model_set),
+                overrides = [*common.model_overrides(config, model_id),
                              f"train.adam_epsilon={epsilon!r}"]
                 runner_config = workspace.runner_config(tag, model_id, overrides, config.preset)
                 metrics, error = None, None

@@ -23,11 +23,10 @@ from preprocessing.field_spec import FieldSpec
 
 
 @dataclasses.dataclass(frozen=True)
-class AdaptiveConfig:
+class AdaptiveConfig(common.RunOverlays):
     models: tuple[str, ...] = ("kfm_vec", "nifm")
     scales: tuple[float, ...] = (1.0, 2.0)  # c
     preset: str = "auto"
-    model_set: tuple[str, ...] = ()
 
 
 def run(config: AdaptiveConfig, source: Path, out: Path, force: bool = False) -> list[dict]:
@@ -40,7 +39,7 @@ def run(config: AdaptiveConfig, source: Path, out: Path, force: bool = False) ->
     with common.Workspace(out) as workspace:
         tag = workspace.link_data(source)
         for model_id in config.models:
-            base = common.overrides_for(model_id, config.model_set)
+            base = common.model_overrides(config, model_id)
             runner = workspace.runner_config(tag, model_id, base, config.preset)
             if "adaptive_embedding" not in registry.hyperparameters(runner.arch):
                 unsupported.append(f"{model_id} (arch {runner.arch})")

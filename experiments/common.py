@@ -1,8 +1,10 @@
 """What every experiment command shares: arguments, configs, data, training through the runner,
 and the writers of tables and figures.
 
-Data: `--tag TAG` reads `artifacts/<TAG>/03_hash/` (built from the synthetic dataset by stages
+Data: `--tag TAG` reads `<artifacts>/<TAG>/03_hash/` (built from the synthetic dataset by stages
 00-03, as `./run.sh` would, when it is missing); `--data DIR` reads any stage-03 folder.
+`--artifacts DIR` is the pipeline's artifacts root (default: $CRITEO_PNN_ARTIFACTS if set, else
+artifacts/ under the repository).
 
 Training: an experiment never writes into the pipeline's artifact tree. It keeps its own under
 `<out>/runs/` (a `Workspace`), where the data folder is linked in as `<tag>/03_hash` and every
@@ -10,10 +12,12 @@ training run is one unit of stage 05 trained by `models.train.train_model`: the 
 configs (`configs/models/<id>.yaml`), early stopping and outputs (metrics.json, history.csv, the
 model) as the pipeline, and a run whose config, data and code are unchanged is skipped on a rerun.
 
-Configs: `configs/experiments/<name>.yaml`, overlaid by `--config FILE` and `--set KEY=VALUE`.
-A `--set` key under `model.` or `train.` (optionally prefixed `ID:` to reach one model id only)
-overrides the model configs of the runs (the experiment's `model_set` list); any other key is an
-experiment setting. The resolved experiment config is written to `<out>/config.resolved.json`.
+Configs: `configs/experiments/<name>.yaml`, overlaid by `--config FILE` and `--set KEY=VALUE`, the
+pipeline's own (pipeline/config.py: strict, a VALUE read as YAML). The runs' model configs
+(`configs/models/<id>.yaml` after the preset) are overlaid by the experiment config's `model:` and
+`train:` sections, then by `by_model: {<id>: {model: ..., train: ...}}` for one model id:
+`--set train.epochs=1 --set by_model.ipnn.model.hidden_units=[64]`. The resolved experiment
+config is written to `<out>/config.resolved.json`.
 """
 
 from __future__ import annotations
@@ -23,22 +27,19 @@ import csv
 import dataclasses
 import json
 import math
-import os
 from pathlib import Path
 from typing import Self
 
-import numpy as np
-
-from preprocessing.field_spec import Field, FieldSpec
+from preprocessing.field_spec import FieldSpec
 from pipeline import config as config_lib
-from pipeline.manifest import digest
+from pipeline import paths, settings
+from pipeline.figures import pyplot, save_figure  # noqa: F401  (the experiments' figures)
 from pipeline.paths import REPO_ROOT, stage_dir
 
 CONFIG_DIR = REPO_ROOT / "configs" / "experiments"
-ARTIFACTS_ENV = "CRITEO_PNN_ARTIFACTS"
 DATA_TAG = "data"  # the workspace's tag for the linked data folder
 RESOLVED_CONFIG = "config.resolved.json"
-MODEL_SECTIONS = ("model.", "train.")
+RUN_SECTIONS = ("model", "train")  # the sections of a model config an experiment overlays
 
 
 # ---------------------------------------------------------------- arguments and configs
@@ -47,56 +48,60 @@ def experiment_parser(description: str) -> argparse.ArgumentParser:
     """The arguments every experiment takes."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--tag", default="demo",
-                        help="data: artifacts/<TAG>/03_hash (built from synthetic data if missing)")
+    parser.add_argument("--tag", default="demo", help="data: <artifacts>/<TAG>/03_hash (built "
+                        "from synthetic data if missing)")
+    settings.add_artifacts_option(parser, default=settings.artifacts_default())
     parser.add_argument("--data", type=Path, help="data: a stage-03 folder (instead of --tag)")
     parser.add_argument("--config", type=Path, action="append", default=[],
                         help="YAML overlay(s) of configs/experiments/<name>.yaml")
-    parser.add_argument("--set", action="append", default=[], metavar="[ID:]KEY=VALUE",
-                        help="experiment setting, or a model/train key of the runs, e.g. "
-                             "--set train.epochs=1 --set ipnn:model.hidden_units=[64]")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one key of the experiment config, e.g. --set "
+                             "'models=[fm, ipnn]' --set train.epochs=1 "
+                             "--set by_model.ipnn.model.hidden_units=[64]")
     parser.add_argument("--synthetic-rows", type=int, default=200_000,
                         help="training rows of the synthetic dataset built when --tag has none")
     parser.add_argument("--force", action="store_true", help="retrain runs that are up to date")
     return parser
 
 
-def is_model_override(text: str) -> bool:
-    key = text.split("=", 1)[0]
-    return key.split(":", 1)[-1].strip().startswith(MODEL_SECTIONS)
+@dataclasses.dataclass(frozen=True)
+class RunOverlays:
+    """The keys every experiment config has for its runs' model configs."""
+    model: dict = dataclasses.field(default_factory=dict)  # over every run's model: section
+    train: dict = dataclasses.field(default_factory=dict)  # over every run's train: section
+    by_model: dict = dataclasses.field(default_factory=dict)  # id -> {model: {}, train: {}}
 
 
 def load_experiment_config(cls, name: str, config_files=(), overrides=()):
-    """`configs/experiments/<name>.yaml` + overlays + `--set`s, built strictly into `cls`.
-
-    Model/train overrides are appended to the config's `model_set` list (a field of `cls`).
-    """
+    """`configs/experiments/<name>.yaml` + overlays + `--set`s, built strictly into `cls`."""
     data = config_lib.load_yaml(CONFIG_DIR / f"{name}.yaml")
     for path in config_files:
         data = config_lib.merge(data, config_lib.load_yaml(path))
-    model_set = list(data.get("model_set") or [])
     for text in overrides:
-        if is_model_override(text):
-            model_set.append(text)
-        else:
-            data = config_lib.merge(data, config_lib.parse_override(text))
-    data["model_set"] = model_set
+        data = config_lib.merge(data, config_lib.parse_override(text))
     return config_lib.build(cls, data)
 
 
-def overrides_for(model_id: str, model_set) -> list[str]:
-    """The `[ID:]KEY=VALUE` overrides that apply to `model_id`, without the prefix."""
-    selected = []
-    for text in model_set:
-        key, value = text.split("=", 1) if "=" in text else (text, None)
-        if value is None:
-            raise ValueError(f"model override {text!r}: expected [ID:]KEY=VALUE")
-        if ":" in key:
-            target, key = key.split(":", 1)
-            if target.strip() != model_id:
-                continue
-        selected.append(f"{key.strip()}={value}")
-    return selected
+def run_overrides(*overlays: dict) -> list[str]:
+    """The KEY=VALUE overrides of a run's model config from overlays `{model: {...}, train:
+    {...}}`, in order (a later one wins)."""
+    overrides = []
+    for overlay in overlays:
+        unknown = sorted(set(overlay or {}) - set(RUN_SECTIONS))
+        if unknown:
+            raise ValueError(f"run overrides: unknown section(s) {unknown} in {overlay}; "
+                             f"known: {list(RUN_SECTIONS)}")
+        for section in RUN_SECTIONS:
+            for key, value in ((overlay or {}).get(section) or {}).items():
+                overrides.append(f"{section}.{key}={json.dumps(value)}")
+    return overrides
+
+
+def model_overrides(config: RunOverlays, model_id: str) -> list[str]:
+    """The overrides of `model_id`'s runs: the config's `model:` and `train:`, then
+    `by_model.<model_id>`."""
+    return run_overrides({"model": config.model, "train": config.train},
+                         config.by_model.get(model_id) or {})
 
 
 def model_list(text) -> tuple[str, ...]:
@@ -143,19 +148,22 @@ def source_folder(args: argparse.Namespace) -> Path:
     if args.data is not None:
         FieldSpec.load(args.data)  # a clear error if it is not a stage-03 folder
         return Path(args.data).resolve()
-    directory = stage_dir(args.tag, "03_hash")
+    directory = stage_dir(args.tag, "03_hash", root=args.artifacts)
     if not (directory / "manifest.json").exists():
-        build_synthetic_field_files(args.tag, args.synthetic_rows)
+        build_synthetic_field_files(args.tag, args.synthetic_rows, args.artifacts)
     return directory.resolve()
 
 
-def build_synthetic_field_files(tag: str, train_rows: int) -> None:
-    """Stages 00-03 of `tag` in-process (what `./run.sh --only 00,01,02,03` runs)."""
+def build_synthetic_field_files(tag: str, train_rows: int, root: Path | None = None) -> None:
+    """Stages 00-03 of `tag` under artifacts root `root` (None: the process's) in-process (what
+    `./run.sh --only 00,01,02,03` runs)."""
     import importlib
 
-    print(f"[experiments] artifacts/{tag}/03_hash missing: running stages 00-03 "
+    root = Path(root or paths.artifacts_root())
+    print(f"[experiments] {root / tag / '03_hash'} missing: running stages 00-03 "
           f"({train_rows:,} synthetic rows unless data/raw holds Criteo files)", flush=True)
-    options = ["--tag", tag, "--set", f"synthetic.train_rows={train_rows}",
+    options = ["--artifacts", str(root), "--tag", tag,
+               "--set", f"synthetic.train_rows={train_rows}",
                "--set", f"synthetic.test_rows={max(train_rows // 5, 1)}"]
     for module in ("raw", "split", "count", "hash_fields"):
         importlib.import_module(f"preprocessing.{module}").main(options)
@@ -176,83 +184,6 @@ def truth_pairs(source: Path, truth_file: Path | None = None) -> list[tuple[str,
     if truth_file:
         raise FileNotFoundError(f"{truth_file}: no such truth file")
     return None
-
-
-def write_field_files(directory: Path, splits: dict, field_names, vocabulary_sizes,
-                      extra: dict, fingerprint_data=None) -> FieldSpec:
-    """Writes a stage-03 folder (field_spec.json, arrays) from in-memory splits.
-
-    Args:
-        splits: split -> (fields int32 [N, F] global ids, labels uint8 [N] or None for test).
-        fingerprint_data: JSON-able description of the generator: a manifest.json is written
-            with its digest as the fingerprint (None: no manifest, e.g. inside Stage.build).
-    """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    offsets = np.concatenate([[0], np.cumsum(vocabulary_sizes)[:-1]]).astype(int)
-    label_rate = {}
-    for split, (fields, labels) in splits.items():
-        np.save(directory / f"{split}.fields.npy", np.ascontiguousarray(fields, np.int32))
-        np.save(directory / f"{split}.ids.npy", np.arange(len(fields), dtype=np.int64))
-        if labels is not None:
-            np.save(directory / f"{split}.labels.npy", labels.astype(np.uint8))
-            label_rate[split] = float(np.mean(labels))
-    spec = FieldSpec(
-        fields=tuple(Field(name, "cat", int(size), int(offset))
-                     for name, size, offset in zip(field_names, vocabulary_sizes, offsets)),
-        rows={split: len(fields) for split, (fields, _) in splits.items()},
-        hashing={"mode": "none"}, min_count={"cat": 1}, label_rate=label_rate,
-        test_id_start=60_000_000, extra=extra)
-    spec.write(directory)
-    if fingerprint_data is not None:
-        (directory / "manifest.json").write_text(json.dumps(
-            {"stage": "03_hash", "fingerprint": digest(fingerprint_data),
-             "config": fingerprint_data}, indent=1, default=str) + "\n")
-    return spec
-
-
-def write_planted_field_files(directory: Path, *, rows=(20_000, 5_000, 1_000), num_fields=8,
-                              field_size=12, pairs=((0, 1), (2, 3), (4, 5)),
-                              pair_strength=1.5, first_order_scale=0.3, latent_dim=4,
-                              seed=0) -> list[tuple[str, str]]:
-    """A small stage-03 set whose labels have strong planted field-aware pair interactions.
-
-    logit = b + sum_f w[f, x_f] + sum_{(i, j) planted} s <u[i, x_i], u[j, x_j]> / sqrt(d), with
-    w ~ N(0, first_order_scale^2), u ~ N(0, 1) in d = latent_dim dimensions, s = pair_strength;
-    values uniform per field. Writes truth.json (the planted pairs, by field name) beside the
-    arrays and returns the planted pairs.
-
-    Not a copy of preprocessing.synthetic's planted model, which is fixed to the 39 Criteo fields
-    (TABLE_SIZE-row tables keyed by hashed tokens, its own pairs, strengths, triples and drift)
-    and evaluated row by row inside its numba kernel: this toy takes the fields, sizes, pairs and
-    strength as arguments, which is what the experiments vary.
-    """
-    rng = np.random.default_rng(seed)
-    names = [f"F{index + 1}" for index in range(num_fields)]
-    sizes = [field_size + 2] * num_fields  # local ids 0 (OOV) and 1 (rare) stay unused
-    weights = rng.normal(0.0, first_order_scale, (num_fields, field_size))
-    latent = rng.normal(0.0, 1.0, (len(pairs), 2, field_size, latent_dim))
-    splits = {}
-    for split, count in zip(("train", "valid", "test"), rows):
-        values = rng.integers(0, field_size, (count, num_fields))
-        logit = weights[np.arange(num_fields), values].sum(axis=1)
-        for p, (i, j) in enumerate(pairs):
-            logit += pair_strength * np.sum(latent[p, 0, values[:, i]] * latent[p, 1, values[:, j]],
-                                            axis=1) / math.sqrt(latent_dim)
-        labels = rng.random(count) < 1.0 / (1.0 + np.exp(-(logit - 1.0)))
-        fields = values + 2 + np.arange(num_fields) * (field_size + 2)
-        splits[split] = (fields, labels if split != "test" else None)
-    planted = [(names[i], names[j]) for i, j in pairs]
-    generator = {"generator": "experiments.common.write_planted_field_files", "rows": list(rows),
-                 "num_fields": num_fields, "field_size": field_size,
-                 "pairs": [list(pair) for pair in pairs], "pair_strength": pair_strength,
-                 "first_order_scale": first_order_scale, "latent_dim": latent_dim, "seed": seed}
-    write_field_files(directory, splits, names, sizes, {"source": "synthetic", **generator},
-                      generator)
-    (Path(directory) / "truth.json").write_text(json.dumps(
-        {**generator, "planted": {"pairs": [{"fields": list(pair)} for pair in planted]}},
-        indent=1) + "\n")
-    return planted
 
 
 # ---------------------------------------------------------------- training
@@ -276,11 +207,10 @@ class TrainedRun:
 
 
 class Workspace:
-    """The experiment's own artifact tree, `<out>/runs/`, active inside the `with` block.
-
-    Inside it, `pipeline.paths.stage_dir` resolves under `<out>/runs/`, so the runner reads the
-    linked data and publishes its runs there. Not thread-safe (it sets an environment variable).
-    """
+    """The experiment's own artifact tree, `<out>/runs/`: inside the `with` block it is the
+    process's artifacts root (pipeline.paths), so the runner, which builds its stages on that
+    root, reads the linked data and publishes its runs there; the previous root comes back on
+    leaving. One workspace at a time per process."""
 
     def __init__(self, out: Path):
         self.root = Path(out).resolve() / "runs"
@@ -288,15 +218,11 @@ class Workspace:
 
     def __enter__(self) -> Self:
         self.root.mkdir(parents=True, exist_ok=True)
-        self._previous = os.environ.get(ARTIFACTS_ENV)
-        os.environ[ARTIFACTS_ENV] = str(self.root)
+        self._previous = paths.set_artifacts_root(self.root)
         return self
 
     def __exit__(self, *exc_info) -> None:
-        if self._previous is None:
-            os.environ.pop(ARTIFACTS_ENV, None)
-        else:
-            os.environ[ARTIFACTS_ENV] = self._previous
+        paths.set_artifacts_root(self._previous)
 
     def link_data(self, source: Path, tag: str = DATA_TAG) -> str:
         """Links the stage-03 folder `source` in as `<tag>/03_hash`; returns the tag."""
@@ -325,7 +251,7 @@ class Workspace:
         return self.read(tag, unit, model_id, config.arch, stage_config(unit, config))
 
     def read(self, tag: str, unit: str, model_id: str, arch: str, config: dict) -> TrainedRun:
-        directory = stage_dir(tag, "05_train", unit)
+        directory = stage_dir(tag, "05_train", unit, root=self.root)
         metrics = json.loads((directory / "metrics.json").read_text())
         return TrainedRun(unit, model_id, arch, directory, metrics,
                           read_history(directory / "history.csv"), config)
@@ -366,22 +292,6 @@ def markdown_table(rows: list[dict], columns: list[str], digits: int = 4) -> str
         lines.append("| " + " | ".join(format_number(row.get(column), digits)
                                         for column in columns) + " |")
     return "\n".join(lines)
-
-
-def pyplot():
-    """matplotlib's pyplot on the Agg backend (no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-    return plt
-
-
-def save_figure(figure, path: Path) -> None:
-    """Tight layout, write the PNG, free the figure (pyplot keeps every open one)."""
-    figure.tight_layout()
-    figure.savefig(path)
-    pyplot().close(figure)
 
 
 def engineering_format():

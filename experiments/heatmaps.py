@@ -29,6 +29,8 @@ import numpy as np
 
 from experiments import common
 from preprocessing.field_spec import FieldSpec, open_field_files
+from preprocessing.synthetic.field_files import write_planted_field_files
+from pipeline import config as config_lib
 
 STATISTICS = ("row_std", "mean_embedding")
 INNER_PRODUCT_ARCHS = ("fm", "deepfm", "ipnn")
@@ -38,15 +40,15 @@ SUPPORTED_ARCHS = INNER_PRODUCT_ARCHS + KERNEL_ARCHS + SUBNET_ARCHS + ("ffm",)
 
 
 @dataclasses.dataclass(frozen=True)
-class HeatmapConfig:
+class HeatmapConfig(common.RunOverlays):
     models: tuple[str, ...] = ("fm", "ffm", "kfm_vec", "ipnn", "kpnn_vec", "pin")
     preset: str = "auto"
     sample_rows: int = 20_000  # validation rows the statistics are computed on
     top_cells: int | None = None  # cells counted as "strongest"; None: the number of planted pairs
     truth_file: str | None = None  # planted pairs; None: looked up beside the data
-    model_set: tuple[str, ...] = ()
-    # With --planted, applied before model_set: the 20,000-row set needs more steps than a preset
-    planted_model_set: tuple[str, ...] = ()
+    # With --planted, under `model:` and `train:` ({model: {}, train: {}}): the 20,000-row set
+    # needs more steps than a preset sized for the synthetic Criteo set gives.
+    planted_runs: dict = dataclasses.field(default_factory=dict)
 
 
 CHUNK_ROWS = 2048  # rows per lookup: FFM rows are F * F * k wide
@@ -168,7 +170,7 @@ def run(config: HeatmapConfig, source: Path, out: Path, force: bool = False) -> 
         tag = workspace.link_data(source)
         for model_id in config.models:
             trained = workspace.train(tag, model_id, model_id,
-                                      common.overrides_for(model_id, config.model_set),
+                                      common.model_overrides(config, model_id),
                                       config.preset, force)
             run_configs[model_id] = trained.config
             model = trained.load_model()
@@ -234,8 +236,11 @@ def main(argv=None) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.planted:
         source = args.out.resolve() / "planted_data"
-        common.write_planted_field_files(source)
-        config = dataclasses.replace(config, model_set=config.planted_model_set + config.model_set)
+        write_planted_field_files(source)
+        config = dataclasses.replace(config, **{
+            section: config_lib.merge(config.planted_runs.get(section) or {},
+                                      getattr(config, section))
+            for section in common.RUN_SECTIONS})
     else:
         source = common.source_folder(args)
     results = run(config, source, args.out, args.force)

@@ -6,7 +6,7 @@ Each model is trained by the runner with `train.eval_every_rows` = training rows
 `evaluations_per_epoch`, and its history.csv (one row per evaluation: rows seen, mean training
 logloss since the previous evaluation, validation logloss and AUC) is drawn: validation solid,
 training dashed, one colour per model. With `--set from_pipeline=true` nothing is trained: the
-curves are read from the pipeline's own runs, `artifacts/<TAG>/05_train/<id>/history.csv`.
+curves are read from the pipeline's own runs, `<artifacts>/<TAG>/05_train/<id>/history.csv`.
 
 Writes learning_curves.png, learning_curves.csv (every history row with its model),
 learning_curves.md, config.resolved.json.
@@ -23,18 +23,19 @@ from pipeline.paths import stage_dir
 
 
 @dataclasses.dataclass(frozen=True)
-class LearningCurvesConfig:
+class LearningCurvesConfig(common.RunOverlays):
     models: tuple[str, ...] = ("lr", "fm", "ffm", "kfm_vec", "ipnn", "kpnn_vec", "pin")
     evaluations_per_epoch: int = 8
-    from_pipeline: bool = False  # read artifacts/<tag>/05_train/<id>/history.csv, train nothing
+    from_pipeline: bool = False  # read <artifacts>/<tag>/05_train/<id>/history.csv, train nothing
     preset: str = "auto"
-    model_set: tuple[str, ...] = ()
 
 
-def pipeline_histories(tag: str, models) -> dict[str, list[dict]]:
+def pipeline_histories(tag: str, models, root: Path | None = None) -> dict[str, list[dict]]:
+    """The pipeline's runs' histories, `<root>/<tag>/05_train/<id>/history.csv` (root None: the
+    process's artifacts root)."""
     histories = {}
     for model_id in models:
-        path = stage_dir(tag, "05_train", model_id) / "history.csv"
+        path = stage_dir(tag, "05_train", model_id, root=root) / "history.csv"
         if not path.exists():
             raise FileNotFoundError(f"{path}: missing; train it with ./run.sh --only 05 "
                                     f"--model {model_id} --tag {tag}")
@@ -50,12 +51,12 @@ def trained_histories(config: LearningCurvesConfig, source: Path, out: Path,
         tag = workspace.link_data(source)
         for model_id in config.models:
             runner = workspace.runner_config(tag, model_id,
-                                             common.overrides_for(model_id, config.model_set),
+                                             common.model_overrides(config, model_id),
                                              config.preset)
             used_rows = min(rows, runner.train.max_train_rows or rows)
             every = max(used_rows // config.evaluations_per_epoch, 1)
             trained = workspace.train(tag, model_id, model_id, [
-                *common.overrides_for(model_id, config.model_set),
+                *common.model_overrides(config, model_id),
                 f"train.eval_every_rows={every}"], config.preset, force)
             histories[model_id], run_configs[model_id] = trained.history, trained.config
     return histories, run_configs
@@ -88,8 +89,8 @@ def run(config: LearningCurvesConfig, args) -> dict[str, list[dict]]:
         if args.data is not None:
             raise ValueError("learning_curves: from_pipeline reads artifacts/<TAG>/05_train; "
                              "use --tag, not --data")
-        histories, run_configs = pipeline_histories(args.tag, config.models), {}
-        where = f"the pipeline's runs of artifacts/{args.tag}/05_train"
+        histories, run_configs = pipeline_histories(args.tag, config.models, args.artifacts), {}
+        where = f"the pipeline's runs of {stage_dir(args.tag, '05_train', root=args.artifacts)}"
     else:
         source = common.source_folder(args)
         histories, run_configs = trained_histories(config, source, out, args.force)

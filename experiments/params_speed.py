@@ -26,13 +26,12 @@ PAPER_MODELS = ("lr", "fm", "ffm", "kfm_vec", "nifm", "fnn", "ccpm", "afm", "dee
 
 
 @dataclasses.dataclass(frozen=True)
-class ParamsSpeedConfig:
+class ParamsSpeedConfig(common.RunOverlays):
     models: tuple[str, ...] = PAPER_MODELS
     rows: int = 50_000
     valid_rows: int = 5_000
     evaluations: int = 4
     preset: str = "auto"
-    model_set: tuple[str, ...] = ()
 
 
 def steady_rate(history: list[dict]) -> float | None:
@@ -56,7 +55,7 @@ def run(config: ParamsSpeedConfig, source: Path, out: Path, force: bool = False)
         tag = workspace.link_data(source)
         for model_id in config.models:
             trained = workspace.train(tag, model_id, model_id,
-                                      [*common.overrides_for(model_id, config.model_set), *fixed],
+                                      [*common.model_overrides(config, model_id), *fixed],
                                       config.preset, force)
             run_configs[model_id] = trained.config
             metrics = trained.metrics

@@ -34,7 +34,7 @@ from sklearn.metrics import roc_auc_score
 from experiments import common
 from pipeline import config as config_lib
 from pipeline.manifest import Stage
-from pipeline.paths import stage_dir
+from preprocessing.synthetic.field_files import write_field_files
 
 SPLITS = ("train", "valid", "test")
 
@@ -54,13 +54,15 @@ class Poly2Data:
 @dataclasses.dataclass(frozen=True)
 class Poly2Config:
     data: Poly2Data = Poly2Data()
-    # run name -> {config: configs/models id, set: [KEY=VALUE, ...]}
+    # run name -> {config: configs/models id, model: {...}, train: {...}} (the run's overlays,
+    # over `model:` and `train:`)
     models: dict = dataclasses.field(default_factory=dict)
     runs: tuple[str, ...] = ()  # the names of `models` to train (a list replaces, a dict merges)
     dnn_runs: tuple[str, ...] = ("dnn_1x128", "dnn_1x512", "dnn_3x128")  # plotted in (a)
     evaluations_per_epoch: int = 4
     preset: str = "demo"
-    model_set: tuple[str, ...] = ()
+    model: dict = dataclasses.field(default_factory=dict)  # over every run's model: section
+    train: dict = dataclasses.field(default_factory=dict)  # over every run's train: section
 
 
 def field_sizes(rng: np.random.Generator, num_fields: int, feature_count: int) -> np.ndarray:
@@ -113,11 +115,11 @@ def build_data_stage(data: Poly2Data, feature_count: int, force: bool) -> tuple[
         bound = float(roc_auc_score(splits["valid"][2], splits["valid"][1]))
         names = [f"F{index + 1}" for index in range(data.num_fields)]
         with stage.build() as out:
-            common.write_field_files(out, arrays, names, (sizes + 2).tolist(),
-                                     {"source": "synthetic", "generator": "poly2",
-                                      "feature_count": feature_count})
+            write_field_files(out, arrays, names, (sizes + 2).tolist(),
+                              {"source": "synthetic", "generator": "poly2",
+                               "feature_count": feature_count})
             stage.record(poly2_bound_auc=bound)
-    manifest = json.loads((stage_dir(tag, "03_hash") / "manifest.json").read_text())
+    manifest = json.loads((stage.directory / "manifest.json").read_text())
     return tag, manifest["poly2_bound_auc"]
 
 
@@ -134,12 +136,14 @@ def run(config: Poly2Config, out: Path, force: bool = False) -> list[dict]:
             table.append({"N": feature_count, "model": "poly-2 (bound)", "valid_auc": bound})
             for name in config.runs:
                 entry = config.models[name]
-                unknown = sorted(set(entry) - {"config", "set"})
+                unknown = sorted(set(entry) - {"config", *common.RUN_SECTIONS})
                 if unknown or "config" not in entry:
-                    raise ValueError(f"poly2: models.{name} needs `config` (and optional `set`), "
-                                     f"got keys {sorted(entry)}")
-                overrides = [f"train.eval_every_rows={every}", *entry.get("set", []),
-                             *common.overrides_for(name, config.model_set)]
+                    raise ValueError(f"poly2: models.{name} needs `config` (and optional `model`, "
+                                     f"`train`), got keys {sorted(entry)}")
+                overrides = [f"train.eval_every_rows={every}", *common.run_overrides(
+                    {"model": config.model, "train": config.train},
+                    {section: entry[section] for section in common.RUN_SECTIONS
+                     if section in entry})]
                 trained = workspace.train(tag, name, entry["config"], overrides, config.preset,
                                           force)
                 run_configs[f"{tag}/{name}"] = trained.config

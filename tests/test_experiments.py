@@ -24,28 +24,30 @@ from experiments import (
     poly2,
 )
 from preprocessing.field_spec import FieldSpec, open_field_files
+from preprocessing.synthetic.field_files import write_planted_field_files
+from tests.conftest import use_artifacts
 
 FAST = ["--set", "train.jit_compile=false", "--set", "train.checkpoint_every_steps=0"]
 
 
 @pytest.fixture(autouse=True)
 def artifacts(tmp_path, monkeypatch):
-    monkeypatch.setenv("CRITEO_PNN_ARTIFACTS", str(tmp_path / "artifacts"))
+    use_artifacts(monkeypatch, tmp_path / "artifacts")
 
 
 @pytest.fixture(scope="module")
 def planted_data(tmp_path_factory):
     """8 fields of 12 values, strong planted pairs F1xF2, F3xF4, F5xF6."""
     directory = tmp_path_factory.mktemp("planted") / "03_hash"
-    common.write_planted_field_files(directory, rows=(20_000, 4_000, 500))
+    write_planted_field_files(directory, rows=(20_000, 4_000, 500))
     return directory
 
 
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory):
     directory = tmp_path_factory.mktemp("small") / "03_hash"
-    common.write_planted_field_files(directory, rows=(4_000, 1_000, 200), first_order_scale=1.0,
-                                     seed=1)
+    write_planted_field_files(directory, rows=(4_000, 1_000, 200), first_order_scale=1.0,
+                              seed=1)
     return directory
 
 
@@ -62,15 +64,19 @@ def test_planted_generator_writes_verified_field_files(planted_data):
     assert splits["test"].labels is None
 
 
-def test_model_overrides_select_by_id_and_section():
-    model_set = ["train.epochs=1", "ipnn:model.hidden_units=[8]", "fm:train.seed=3"]
-    assert common.overrides_for("ipnn", model_set) == ["train.epochs=1",
-                                                       "model.hidden_units=[8]"]
-    assert common.overrides_for("lr", model_set) == ["train.epochs=1"]
-    assert common.is_model_override("kfm_vec:model.adaptive_embedding={c: 1}")
-    assert not common.is_model_override("models=[fm, ipnn]")
+def test_run_overrides_are_set_keys_of_the_experiment_config():
+    config = common.load_experiment_config(heatmaps.HeatmapConfig, "heatmaps", (), [
+        "train.epochs=1", "by_model.ipnn.model.hidden_units=[8]", "by_model.fm.train.seed=3",
+        "by_model.kfm_vec.model.adaptive_embedding={c: 1}", "models=[fm, ipnn]"])
+    assert config.models == ("fm", "ipnn")
+    assert common.model_overrides(config, "ipnn") == ["train.epochs=1",
+                                                      "model.hidden_units=[8]"]
+    assert common.model_overrides(config, "lr") == ["train.epochs=1"]
+    assert common.model_overrides(config, "kfm_vec")[-1] == 'model.adaptive_embedding={"c": 1}'
     with pytest.raises(ValueError, match="unknown key"):
         common.load_experiment_config(heatmaps.HeatmapConfig, "heatmaps", (), ["no_such_key=1"])
+    with pytest.raises(ValueError, match="unknown section"):
+        common.run_overrides({"modle": {"hidden_units": [8]}})
 
 
 def test_planted_hits_counts_pairs_in_the_strongest_cells():
@@ -138,7 +144,7 @@ def test_poly2_end_to_end(tmp_path):
                         "--set", "data.feature_counts=[30]", "--set", "data.train_rows=3000",
                         "--set", "data.valid_rows=1000", "--set", "data.test_rows=100",
                         "--set", "runs=[dnn_1x128]",
-                        "--set", "dnn_1x128:model.hidden_units=[16]", *FAST])
+                        "--set", "models.dnn_1x128.model.hidden_units=[16]", *FAST])
     bound, dnn = table
     assert bound["model"] == "poly-2 (bound)" and dnn["model"] == "dnn_1x128"
     assert 0.5 < dnn["valid_auc"] < bound["valid_auc"]  # the bound is the truth's own AUC
@@ -195,7 +201,7 @@ def test_params_speed(small_data, tmp_path):
     assert (out / "params_speed.png").stat().st_size > 0
 
 
-def test_learning_curves_train_and_from_pipeline(small_data, tmp_path, monkeypatch):
+def test_learning_curves_train_and_from_pipeline(small_data, tmp_path):
     out = tmp_path / "curves"
     histories = learning_curves.main([
         "--data", str(small_data), "--out", str(out), "--set", "models=[lr]",
@@ -205,8 +211,8 @@ def test_learning_curves_train_and_from_pipeline(small_data, tmp_path, monkeypat
     assert all(row["train_logloss"] > 0 for row in histories["lr"])
     assert len(read_csv(out / "learning_curves.csv")) == 4
     # The same histories read back as a pipeline tree's 05_train runs.
-    monkeypatch.setenv("CRITEO_PNN_ARTIFACTS", str(out / "runs"))
-    again = learning_curves.main(["--tag", common.DATA_TAG, "--out", str(tmp_path / "again"),
+    again = learning_curves.main(["--tag", common.DATA_TAG, "--artifacts", str(out / "runs"),
+                                  "--out", str(tmp_path / "again"),
                                   "--set", "models=[lr]", "--set", "from_pipeline=true"])
     assert again == histories
     assert (tmp_path / "again" / "learning_curves.png").stat().st_size > 0
