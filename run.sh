@@ -13,6 +13,12 @@ Usage: ./run.sh [options]          run the stages, skipping those already done
        ./run.sh requirements       which requirements file a new .venv would be built from:
                                    requirements-gpu.txt when nvidia-smi sees an NVIDIA GPU
                                    (override: CRITEO_PNN_GPU=1 or 0), else requirements.txt
+       ./run.sh predict --tag NAME --input FILE [--output FILE] [--model ID|--blend NAME]
+                                   score raw rows (TSV, .gz or Kaggle CSV) into Id,Predicted
+                                   (default: the blend the tag's submission used)
+       ./run.sh export --tag NAME --out DIR [--model ID|--blend NAME]
+                                   a self-contained bundle folder for `predict --bundle DIR`
+                                   and criteo_pnn.load(DIR); `predict --help` for the rest
 
 Options:
   --data DIR      raw input folder (train.txt + test.txt, .gz, dac.tar.gz or Kaggle CSVs, or
@@ -91,6 +97,12 @@ if [[ "${1:-}" == "test" ]]; then
   shift
   ensure_venv
   exec "$PYTHON" -m pytest "$@"
+fi
+
+if [[ "${1:-}" == "predict" || "${1:-}" == "export" ]]; then  # criteo_pnn/cli.py
+  ensure_venv
+  export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+  exec "$PYTHON" -m criteo_pnn.cli "$@"
 fi
 
 for arg in "$@"; do

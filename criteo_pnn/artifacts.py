@@ -87,11 +87,18 @@ def check_consistent(tag_dir: Path, folders: list[Path]) -> None:
                     f"not match: rebuild it first (./run.sh --tag {tag_dir.name})")
 
 
+def require_tag(tag_dir: Path) -> None:
+    if not Path(tag_dir).is_dir():
+        raise errors.InputNotFound(f"{tag_dir}: no such artifact tree; run ./run.sh --tag "
+                                   f"{Path(tag_dir).name} first, or check --artifacts")
+
+
 def resolve_source(tag_dir: Path, name: str | None = None) -> str:
     """`STAGE/ID` of what to score: `name` as a source, a blend name or a model id (its
     calibrated predictions when stage 06 built them); None: the source of the tag's submission
     (stage 08), else its only blend."""
     tag_dir = Path(tag_dir)
+    require_tag(tag_dir)
     if name is None:
         for record in (tag_dir / "08_submit" / "submission.json",
                        tag_dir / "08_submit" / "config.resolved.json"):
@@ -128,7 +135,8 @@ def _member(tag_dir: Path, model_id: str, calibrated: bool, folders: list[Path])
     files, arrays = {}, {}
     if (train_dir / "model.keras").exists():
         member.update(kind="keras", input=config["train"]["input_stage"],
-                      eval_batch_size=config["train"]["eval_batch_size"])
+                      eval_batch_size=config["train"]["eval_batch_size"],
+                      jit_compile=config["train"].get("jit_compile", False))
         files[prefix + "model.keras"] = train_dir / "model.keras"
     elif (train_dir / "model.npy").exists():
         member.update(kind="libffm", input=config["data"]["stage"],
@@ -191,9 +199,7 @@ def _vocabulary_loader(tag_dir: Path):
 def plan_from_tag(tag_dir: Path, source: str) -> Plan:
     """The Plan of `source` (`STAGE/ID`) in the artifact tree `tag_dir`."""
     tag_dir = Path(tag_dir)
-    if not tag_dir.is_dir():
-        raise errors.InputNotFound(f"{tag_dir}: no such artifact tree; run ./run.sh --tag "
-                                   f"{tag_dir.name} first, or check --artifacts")
+    require_tag(tag_dir)
     stage, unit = source.split("/")
     folders = [tag_dir / FIELDS_39, tag_dir / "02_count"]
     blend = None

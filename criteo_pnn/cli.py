@@ -17,23 +17,18 @@ raw.max_skipped_fraction of the rows is an error). Known failures end in one `er
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from pipeline import config as config_lib
-from pipeline import errors
-from pipeline.paths import artifacts_root
+from pipeline import errors, paths, settings
 
-ARTIFACTS_VARIABLE = "CRITEO_PNN_ARTIFACTS"
 RAW_KEYS = ("on_bad_row", "max_skipped_fraction")
 
 
 def _add_source(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tag", help="artifact tree <artifacts>/<tag>/")
-    parser.add_argument("--artifacts", type=Path, metavar="DIR",
-                        help="artifacts root holding <tag>/ (default: $CRITEO_PNN_ARTIFACTS if "
-                             "set, else artifacts/ in the repository)")
+    settings.add_artifacts_option(parser, settings.artifacts_default())
     choice = parser.add_mutually_exclusive_group()
     choice.add_argument("--model", metavar="ID", help="one model: its calibrated predictions "
                         "(06_calibrate/ID) when stage 06 built them, else 05_train/ID")
@@ -59,6 +54,8 @@ def parser() -> argparse.ArgumentParser:
                          help="raw.on_bad_row=error|skip, raw.max_skipped_fraction=F (default: "
                               "the tag's own)")
     predict.add_argument("--no-progress", action="store_true", help="no progress bar")
+    predict.add_argument("--verbose", action="store_true",
+                         help="keep TensorFlow's start-up log lines (dropped by default)")
     export = commands.add_parser("export", help="write a self-contained bundle folder",
                                  description="Writes a tag's source as a bundle folder.")
     _add_source(export)
@@ -70,8 +67,8 @@ def parser() -> argparse.ArgumentParser:
 def tag_dir(args) -> Path:
     if not args.tag:
         raise errors.InputError("--tag NAME is required (the artifact tree to score with)")
-    root = args.artifacts or os.environ.get(ARTIFACTS_VARIABLE) or artifacts_root()
-    return Path(root) / args.tag
+    settings.apply_artifacts(args)
+    return paths.artifacts_root() / args.tag
 
 
 def source_name(args) -> str | None:
@@ -80,8 +77,6 @@ def source_name(args) -> str | None:
 
 def raw_settings(overrides: list[str]) -> dict:
     """{"on_bad_row": ..., "max_skipped_fraction": ...} given by --set raw.KEY=VALUE."""
-    from pipeline import settings
-
     values = {}
     for override in overrides:
         tree = config_lib.parse_override(override)
@@ -98,13 +93,14 @@ def raw_settings(overrides: list[str]) -> dict:
 def predict(args) -> int:
     import criteo_pnn
 
+    from pipeline.run import quiet_native_logs
+
     raw = raw_settings(args.set)
-    if args.bundle is not None:
-        if args.tag:
-            raise errors.InputError("--bundle and --tag: give one of them")
-        predictor = criteo_pnn.load(args.bundle, source_name(args))
-    else:
-        predictor = criteo_pnn.load(tag_dir(args), source_name(args))
+    if args.bundle is not None and args.tag:
+        raise errors.InputError("--bundle and --tag: give one of them")
+    with quiet_native_logs(args.verbose):  # model loading starts TensorFlow
+        predictor = criteo_pnn.load(args.bundle if args.bundle is not None else tag_dir(args),
+                                    source_name(args))
     summary = predictor.predict_file(args.input, args.output, raw.get("on_bad_row"),
                                      raw.get("max_skipped_fraction"),
                                      progress=False if args.no_progress else None)

@@ -99,6 +99,9 @@ class KerasMember:
         path = plan.file(f"members/{member['id']}/model.keras")
         self.model = keras.saving.load_model(path, compile=False)
         self.batch_size = int(member["eval_batch_size"])
+        # As the training runner's predictions: XLA-compiled when it trained so, and then on
+        # batches padded to one shape.
+        self.padded = bool(member.get("jit_compile")) and keras.backend.backend() == "tensorflow"
 
         def probabilities(ids):
             return ops.sigmoid(precision.float32_logits(self.model(ids, training=False)))
@@ -106,12 +109,18 @@ class KerasMember:
         if keras.backend.backend() == "tensorflow":
             import tensorflow as tf
 
-            probabilities = tf.function(probabilities, reduce_retracing=True)
+            probabilities = tf.function(probabilities, jit_compile=self.padded,
+                                        reduce_retracing=True)
         self.call = probabilities
 
     def __call__(self, ids: np.ndarray) -> np.ndarray:
-        outputs = [np.asarray(self.call(ids[start:start + self.batch_size])).reshape(-1)
-                   for start in range(0, len(ids), self.batch_size)]
+        outputs = []
+        for start in range(0, len(ids), self.batch_size):
+            batch = ids[start:start + self.batch_size]
+            rows = len(batch)
+            if self.padded and rows < self.batch_size:
+                batch = np.concatenate([batch, np.repeat(batch[:1], self.batch_size - rows, 0)])
+            outputs.append(np.asarray(self.call(batch)).reshape(-1)[:rows])
         return np.concatenate(outputs).astype(np.float32) if outputs else np.zeros(0, np.float32)
 
 

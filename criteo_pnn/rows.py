@@ -117,6 +117,10 @@ def _text_column(values, name: str, integer: bool, index) -> np.ndarray:
         whole = ~missing & (numbers == np.round(numbers)) & (np.abs(numbers) < 2.0 ** 63)
         text = np.where(whole, np.char.mod("%d", np.where(whole, numbers, 0).astype(np.int64)),
                         series.astype(str).to_numpy())
+    elif integer and series.dtype == object:  # numbers and text mixed: whole floats as ints
+        text = np.array([str(int(value)) if isinstance(value, (float, np.floating))
+                         and float(value).is_integer() else str(value) for value in series],
+                        dtype=object)
     else:
         text = series.astype(str).to_numpy()
     text = np.where(missing, "", text).astype(object)
