@@ -8,6 +8,7 @@ from pathlib import Path
 from models.learner import train
 from models.runner_config import config_path
 from preprocessing.field_spec import FieldSpec
+from pipeline import settings
 from pipeline.paths import stage_dir
 
 SMALL_TRAIN_ROWS = 1_000_000
@@ -31,27 +32,26 @@ def preset_for(tag: str, preset: str = "auto") -> str:
     return "small" if spec.rows["train"] < SMALL_TRAIN_ROWS else "paper"
 
 
-def learner_parser(module_doc: str, preset_default: str = "paper", preset_choices=None,
-                   preset_help: str = "a `presets:` entry of the YAML",
-                   prog: str | None = None) -> argparse.ArgumentParser:
-    """The command line every learner entry point shares: `--tag --model [--config] [--preset]
-    [--set ...] [--force]`."""
+def learner_main(module_doc: str, learner, argv=None, prog: str | None = None,
+                 preset_default: str = "paper") -> None:
+    """The entry point of every learner (`learner`: a `models.learner.Learner`): `--tag --model
+    [--config] [--preset] [--set ...] [--force] [--resume]`; `prog`: the name --help shows."""
     parser = argparse.ArgumentParser(prog=prog, description=module_doc.split("\n")[0])
-    parser.add_argument("--tag", default="demo", help="artifact tree: artifacts/<tag>/")
+    parser.add_argument("--tag", default="demo", help="artifact tree: <artifacts>/<tag>/")
+    settings.add_artifacts_option(parser, default=settings.artifacts_default())
     parser.add_argument("--model", required=True, help="model id: configs/models/ID.yaml")
     parser.add_argument("--config", type=Path, help="model YAML (default configs/models/ID.yaml)")
-    parser.add_argument("--preset", default=preset_default, choices=preset_choices,
-                        help=preset_help)
+    parser.add_argument("--preset", default=preset_default,
+                        help="a `presets:` entry of the YAML (paper: the paper's Criteo settings; "
+                        "small: real samples under 1M training rows; demo: the synthetic demo), "
+                        "or auto: the choice of models.cli.preset_for")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one key, e.g. --set train.epochs=2")
     parser.add_argument("--force", action="store_true", help="retrain even if up to date")
-    return parser
-
-
-def learner_main(module_doc: str, learner, argv=None, prog: str | None = None) -> None:
-    """The entry point of a learner other than the Keras runner (models.gbdt, models.libffm):
-    `learner` (a `models.learner.Learner`) trains and publishes the model; `prog`: the name
-    --help shows (`python -m models.libffm`)."""
-    args = learner_parser(module_doc, prog=prog).parse_args(argv)
-    config = learner.load_config(args.config or config_path(args.model), args.preset, args.set)
-    train(learner, args.tag, args.model, config, force=args.force)
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the last checkpoint (Keras models keep them)")
+    args = parser.parse_args(argv)
+    settings.apply_artifacts(args)
+    path = args.config or config_path(args.model)
+    config = learner.load_config(path, preset_for(args.tag, args.preset), args.set)
+    train(learner, args.tag, args.model, config, force=args.force, resume=args.resume)

@@ -296,11 +296,8 @@ class Gbdt:
     """xgboost and lightgbm as a stage-05 learner (`models.learner.Learner`)."""
     code = __spec__.name
 
-    def load_config(self, path: Path, preset: str = "paper", overrides=()) -> GbdtConfig:
-        return load_config(path, preset, overrides)
-
-    def stage_for(self, tag: str, model_id: str, config: GbdtConfig) -> Stage:
-        return stage_for(tag, model_id, config)
+    load_config = staticmethod(load_config)
+    stage_for = staticmethod(stage_for)
 
     @contextlib.contextmanager
     def fit(self, tag: str, model_id: str, config: GbdtConfig, stage: Stage,

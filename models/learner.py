@@ -37,24 +37,20 @@ from pipeline.manifest import Stage
 from pipeline.metrics import constant_logloss, correct_negative_sampling, logloss_and_auc
 
 LEARNER_KEY = "learner"
-DEFAULT_LEARNER = "keras"
-# metrics.json: these keys of every learner first, in this order, with a learner's own keys
-# that belong among them where they belong; every other key after them.
-COMMON_METRICS = ("valid_logloss", "valid_auc", "valid_rows", "constant_logloss",
-                  "relative_information_gain", "examples_per_second", "epochs", "best_epoch",
-                  "stopped_early", "train_seconds", "wall_seconds")
+# metrics.json: the keys of every learner first, in this order, with a learner's own keys
+# (parameter_count, ...) where they stand here, and every other key after them
 METRIC_ORDER = ("valid_logloss", "valid_auc", "valid_rows", "constant_logloss",
                 "relative_information_gain", "examples_per_second", "parameter_count", "epochs",
                 "best_epoch", "steps", "best_steps", "stopped_early", "ended_by",
                 "improving_at_cap", "train_rows", "train_seconds", "wall_seconds")
+LEARNER_METRICS = ("parameter_count", "steps", "best_steps", "ended_by", "improving_at_cap",
+                   "train_rows")
+COMMON_METRICS = tuple(key for key in METRIC_ORDER if key not in LEARNER_METRICS)
 
 
-def learner_kind(model_id: str, path: Path | None = None) -> str:
-    """The `learner:` of a model YAML (default `configs/models/<model_id>.yaml`); keras if none."""
-    kind = config_lib.load_yaml(path or config_path(model_id)).get(LEARNER_KEY, DEFAULT_LEARNER)
-    if not isinstance(kind, str):
-        raise errors.InputError(f"{path or config_path(model_id)}: learner: {kind!r} is not a name")
-    return kind
+def learner_kind(model_id: str) -> str:
+    """The `learner:` of `configs/models/<model_id>.yaml`; keras when it has none."""
+    return config_lib.load_yaml(config_path(model_id)).get(LEARNER_KEY, "keras")
 
 
 def load_config(cls, path: Path, preset: str = "paper", overrides=(), where: str = ""):
@@ -65,59 +61,40 @@ def load_config(cls, path: Path, preset: str = "paper", overrides=(), where: str
 
 @dataclasses.dataclass
 class Fitted:
-    """What a learner's fit hands the publisher.
-
-    Args:
-        predictions: {"valid", "test": probabilities [rows]} of whole splits, in row order.
-        valid_labels: the validation labels [rows] the metrics are taken on.
-        label_rate: the training click rate (the constant-prediction reference).
-        history: one dict per evaluation, epoch or round (history.csv, the learning curve).
-        epochs, best_epoch: how far training went and where the published model stands.
-        examples: training rows seen in `train_seconds` (examples_per_second).
-        extra: the learner's own metrics.json keys.
-        title: of the learning curve.
-        negative_sampling_rate: the keep rate of negatives in training; metrics judge the
-            corrected predictions.
-        write_files: writes the learner's own files (the model) into the output folder.
-        publish: False for a replica that trained in step with the one that publishes: its
-            metrics are computed, nothing is written.
-    """
-    predictions: dict[str, np.ndarray]
+    """What a learner's fit hands the publisher."""
+    predictions: dict[str, np.ndarray]  # {"valid", "test": probabilities}, whole splits
     valid_labels: np.ndarray
-    label_rate: float
-    history: list[dict]
-    epochs: float
+    label_rate: float  # the training click rate: the constant-prediction reference
+    history: list[dict]  # one row per evaluation, epoch or round
+    epochs: float  # how far training went, and where the published model stands
     best_epoch: float
     stopped_early: bool
     train_seconds: float
-    examples: int
-    extra: dict = dataclasses.field(default_factory=dict)
-    title: str = ""
-    negative_sampling_rate: float = 1.0
-    write_files: typing.Callable[[Path], None] | None = None
-    publish: bool = True
+    examples: int  # training rows seen in train_seconds
+    extra: dict = dataclasses.field(default_factory=dict)  # the learner's metrics.json keys
+    title: str = ""  # of the learning curve
+    negative_sampling_rate: float = 1.0  # metrics judge the corrected predictions
+    write_files: typing.Callable[[Path], None] | None = None  # the learner's files -> out
+    publish: bool = True  # False: a replica training in step with the publishing one
 
 
 class Learner(typing.Protocol):
-    """A stage-05 learner; `code`: the module whose import closure is its stage's code."""
+    """A stage-05 learner. `code`: the module whose import closure is its stage's code.
+    `fit` yields a `Fitted` (None: interrupted) whose files live until the context ends;
+    `resume` continues from a checkpoint where the learner keeps them (Keras), else starts over.
+    `trial` trains on the tuning slice (the training split less its last `fraction`, scored on
+    that holdout) and returns {"valid_logloss": the best holdout logloss, more values}; its
+    `on_evaluate(evaluations, logloss) -> True` stops it there (a pruned trial)."""
     code: str
 
-    def load_config(self, path: Path, preset: str = "paper", overrides=()):
-        """The model YAML, its preset and overrides as the learner's frozen config."""
+    def load_config(self, path: Path, preset: str = "paper", overrides=()): ...
 
-    def stage_for(self, tag: str, model_id: str, config) -> Stage:
-        """The 05_train unit of `model_id`: its config, input stages and code."""
+    def stage_for(self, tag: str, model_id: str, config) -> Stage: ...
 
     def fit(self, tag: str, model_id: str, config, stage: Stage,
-            resume: bool = False) -> typing.ContextManager[Fitted | None]:
-        """Trains; yields a `Fitted` (None: interrupted, nothing to publish), whose files live
-        until the context ends. `resume`: continue from the last checkpoint, for a learner that
-        keeps them (Keras); the others start over."""
+            resume: bool = False) -> typing.ContextManager[Fitted | None]: ...
 
-    def trial(self, tag: str, model_id: str, config, fraction: float, on_evaluate) -> dict:
-        """Trains on the tuning slice (the training split less its last `fraction`, scored on
-        that holdout); {"valid_logloss": best holdout logloss, more values to record}.
-        `on_evaluate(evaluations, logloss) -> True` stops it there (a pruned trial)."""
+    def trial(self, tag: str, model_id: str, config, fraction: float, on_evaluate) -> dict: ...
 
 
 def train(learner: Learner, tag: str, model_id: str, config, *, force: bool = False,

@@ -32,15 +32,9 @@ from tqdm import tqdm
 
 from models import data, distribute, learner, optimizers, precision
 from models import train_report as report
-from models.cli import learner_parser, preset_for
+from models.cli import learner_main
 from models.engine import tune_memory_allocator
-from models.runner_config import (
-    PRESETS,
-    RunnerConfig,
-    TrainConfig,
-    config_path,
-    load_runner_config,
-)
+from models.runner_config import RunnerConfig, TrainConfig, load_runner_config
 from preprocessing import field_spec
 from pipeline import config as config_lib
 from pipeline.manifest import Stage
@@ -105,11 +99,8 @@ class Keras:
     interrupt_after_steps: int | None = None
     code: typing.ClassVar[str] = __spec__.name
 
-    def load_config(self, path: Path, preset: str = "paper", overrides=()) -> RunnerConfig:
-        return load_runner_config(path, preset, overrides)
-
-    def stage_for(self, tag: str, model_id: str, config: RunnerConfig) -> Stage:
-        return stage_for(tag, model_id, config)
+    load_config = staticmethod(load_runner_config)
+    stage_for = staticmethod(stage_for)
 
     def start(self, tag: str, config: RunnerConfig, stage: Stage, data=None,
               on_evaluate=None) -> TrainingRun:
@@ -336,7 +327,10 @@ class TrainingRun:
     def _evaluate(self) -> None:
         """Validation logloss/AUC, history row, early-stopping bookkeeping, best weights saved."""
         progress = self.progress
-        predictions = self.undo_sampling(self.step.predict(self.valid_fields))
+        # metrics and early stopping judge the rates of the unsampled data; the published
+        # predictions stay raw (stage 06 undoes the sampling)
+        predictions = correct_negative_sampling(self.step.predict(self.valid_fields),
+                                                self.train.negative_sampling_rate)
         valid_logloss, valid_auc = logloss_and_auc(self.valid_labels, predictions)
         train_logloss = progress.loss_sum / progress.loss_rows if progress.loss_rows else None
         progress.history.append({
@@ -377,11 +371,6 @@ class TrainingRun:
         self.summary.close()
         if (self.checkpoint_dir / "tensorboard").exists():
             shutil.copytree(self.checkpoint_dir / "tensorboard", out / "tensorboard")
-
-    def undo_sampling(self, predictions: np.ndarray) -> np.ndarray:
-        """Validation metrics and early stopping judge the rates of the unsampled data; the
-        published predictions stay raw and stage 06 undoes the sampling (its formula)."""
-        return correct_negative_sampling(predictions, self.train.negative_sampling_rate)
 
     def fitted(self, predictions: dict, title: str, publish: bool = True) -> learner.Fitted:
         progress, train = self.progress, self.train
@@ -424,15 +413,7 @@ def save_npz_atomically(path: Path, arrays: dict) -> None:
 
 
 def main(argv=None) -> None:
-    parser = learner_parser(
-        __doc__, "auto", ("auto",) + PRESETS,
-        "paper: the paper's Criteo settings; small: real samples under 1M training rows; demo: "
-        "~1 min per model on 2 CPU cores; auto (default): the choice of models.cli.preset_for")
-    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    args = parser.parse_args(argv)
-    preset = preset_for(args.tag, args.preset)
-    config = load_runner_config(args.config or config_path(args.model), preset, args.set)
-    train_model(args.tag, args.model, config, force=args.force, resume=args.resume)
+    learner_main(__doc__, LEARNER, argv, preset_default="auto")
 
 
 if __name__ == "__main__":

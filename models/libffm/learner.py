@@ -34,11 +34,8 @@ class Libffm:
     """The libFFM algorithm (numba) or the real ffm-train (`train.engine: binary`)."""
     code = __spec__.name
 
-    def load_config(self, path: Path, preset: str = "paper", overrides=()) -> LibffmConfig:
-        return load_config(path, preset, overrides)
-
-    def stage_for(self, tag: str, model_id: str, config: LibffmConfig) -> Stage:
-        return stage_for(tag, model_id, config)
+    load_config = staticmethod(load_config)
+    stage_for = staticmethod(stage_for)
 
     @contextlib.contextmanager
     def fit(self, tag: str, model_id: str, config: LibffmConfig, stage: Stage,
