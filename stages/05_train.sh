@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Stage 05 train: every model id of the pipeline config's `models:` list (or --model ID): Keras
-# models with models.train, libffm* with models.libffm, xgb*/lgbm* with models.gbdt.
+# Stage 05 train: every model id of the pipeline config's `models:` list (or --model ID), by the
+# learner its configs/models/<id>.yaml names (`learner:` keras, libffm or gbdt; models/learner.py).
 # Reads:  artifacts/<tag>/03_hash/ (or 04_export/, 04_leaves/ per model config), configs/models/<id>.yaml
 # Writes: artifacts/<tag>/05_train/<id>/{metrics.json, valid.pred.npy, test.pred.npy, model file,
 #         history.csv, learning_curve.png, config.resolved.*, manifest.json}
