@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline import figures
 from pipeline.metrics import logloss_and_auc  # noqa: F401  (models.libffm.trainer imports it here)
 
 # The x axis of a learning curve: the first of these keys a history row has.
@@ -27,13 +28,8 @@ def write_history(history: list[dict], path: Path) -> None:
 
 def plot_learning_curve(history: list[dict], path: Path, title: str) -> None:
     """Train and validation logloss against examples seen, epochs or rounds (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
     key, label = next(axis for axis in CURVE_AXES if axis[0] in history[0])
-    figure, axes = pyplot.subplots(figsize=(6, 4), dpi=100)
+    figure, axes = figures.pyplot().subplots(figsize=(6, 4), dpi=100)
     train = [(row[key], row["train_logloss"]) for row in history
              if row.get("train_logloss") is not None]
     if train:
@@ -45,9 +41,7 @@ def plot_learning_curve(history: list[dict], path: Path, title: str) -> None:
     axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend()
-    figure.tight_layout()
-    figure.savefig(path)
-    pyplot.close(figure)
+    figures.save_figure(figure, path)
 
 
 class SummaryWriter:

@@ -45,6 +45,7 @@ from models.runner_config import CONFIG_DIR, check_model_section
 from preprocessing import field_spec
 from pipeline import config as config_lib
 from pipeline import errors
+from pipeline import figures
 from pipeline.manifest import Stage, _clean_leftovers, digest, read_manifest
 from pipeline.paths import stage_dir
 
@@ -555,12 +556,7 @@ def write_trials(trials, space: dict, path: Path) -> None:
 def plot_trials(trials, path: Path, title: str) -> None:
     """Tuning-slice logloss per trial (complete: dots, pruned: crosses at their last report, the
     default: a star) and the best complete score so far."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
-    figure, axes = pyplot.subplots(figsize=(7, 4), dpi=100)
+    figure, axes = figures.pyplot().subplots(figsize=(7, 4), dpi=100)
     complete = [(trial.number, trial.value) for trial in trials
                 if trial.state == COMPLETE]
     pruned = [(trial.number, _score(trial)) for trial in trials
@@ -586,6 +582,4 @@ def plot_trials(trials, path: Path, title: str) -> None:
     axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path)
-    pyplot.close(figure)
+    figures.save_figure(figure, path)
