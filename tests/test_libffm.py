@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numba
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
@@ -154,16 +155,55 @@ def test_text_input_trains_like_the_field_files(tmp_path):
     ids, labels = planted_interactions(3_000, seed=1)
     write_text(tmp_path / "train.ffm", ids, labels)
     text = libffm.convert_text(tmp_path / "train.ffm", tmp_path / "cache")
+    assert isinstance(text, libffm.FieldRows)  # one `a:id:1` per field a: the field kernels
     np.testing.assert_array_equal(text.labels, labels)
-    np.testing.assert_array_equal(np.asarray(text.ids).reshape(ids.shape), ids)
+    np.testing.assert_array_equal(text.ids, ids)
+    sparse = libffm.SparseRows(np.arange(len(ids) + 1) * 4, ids.ravel(),
+                               np.tile(np.arange(4, dtype=np.int32), len(ids)),
+                               np.ones(ids.size, np.float32), labels)
     model, train = libffm.ModelConfig(), libffm.TrainConfig(shuffle_block_rows=1000, **ONE_THREAD)
+    numba.set_num_threads(1)  # train_epoch runs on the threads fit would set
     states = []
-    for rows in (libffm.FieldRows(ids, labels), text):
+    for rows in (libffm.FieldRows(ids, labels), text, sparse):
         state = libffm.initial_state(48, 4, model, seed=0)
         libffm.train_epoch(state, rows, model, train, epoch=1)
         states.append(state)
+    np.testing.assert_array_equal(states[0], states[1])
     # Same algorithm and order; the two kernels round in a different order (float32).
-    np.testing.assert_allclose(states[0], states[1], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(states[0], states[2], rtol=1e-4, atol=1e-6)
+
+
+def test_field_rows_predict_like_libffm_skipping_unseen_ids_and_fields(tmp_path):
+    """Predictions skip ids >= n and fields >= m (libffm), whichever kernel reads the rows."""
+    state = libffm.initial_state(10, 3, libffm.ModelConfig(), seed=0)
+    ids = np.array([[0, 4, 9, 2], [12, 5, 8, 1], [3, 6, 10, 11]], np.int32)  # 4 fields, m = 3
+    dense = libffm.FieldRows(ids, None).predict(state, libffm.ModelConfig())
+    kept = (ids < 10) & (np.arange(4) < 3)
+    sparse = libffm.SparseRows(np.arange(4) * 4, ids.ravel(),
+                               np.tile(np.arange(4, dtype=np.int32), 3), np.ones(12, np.float32),
+                               None).predict(state, libffm.ModelConfig(normalization="none"))
+    by_hand = [libffm.SparseRows(np.array([0, kept[row].sum()]), ids[row][kept[row]],
+                                 np.flatnonzero(kept[row]).astype(np.int32),
+                                 np.ones(kept[row].sum(), np.float32), None)
+               .predict(state, libffm.ModelConfig(normalization="none"))[0] for row in range(3)]
+    np.testing.assert_allclose(sparse, by_hand, rtol=1e-6)
+    # the field rows' r is 1/F with F = 4 columns, as libffm's 1/||x||^2 of the text line
+    logit = np.log(sparse / (1 - sparse)) / 4
+    np.testing.assert_allclose(dense, 1 / (1 + np.exp(-logit)), rtol=1e-5)
+
+
+def test_text_turning_sparse_after_field_rows_writes_every_row(tmp_path, monkeypatch):
+    """A file whose first chunks are `0:id:1 1:id:1` rows and later ones not: the CSR files hold
+    the earlier rows too."""
+    monkeypatch.setattr(libffm.rows, "TEXT_CHUNK_BYTES", 16)
+    path = tmp_path / "a.ffm"
+    path.write_text("1 0:5:1 1:7:1\n0 0:3:1 1:2:1\n1 0:2:1 1:4:1 2:1:0.5\n0 1:3:1\n")
+    rows = libffm.convert_text(path, tmp_path / "cache")
+    assert isinstance(rows, libffm.SparseRows)
+    assert list(rows.labels) == [1, 0, 1, 0] and list(rows.indptr) == [0, 2, 4, 7, 8]
+    assert list(rows.fields) == [0, 1, 0, 1, 0, 1, 2, 1]
+    assert list(rows.ids) == [5, 7, 3, 2, 2, 4, 1, 3]
+    np.testing.assert_allclose(rows.values, [1, 1, 1, 1, 1, 1, 0.5, 1])
 
 
 def test_text_reader_handles_values_chunks_and_reports_bad_lines(tmp_path, monkeypatch):

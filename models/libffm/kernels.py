@@ -1,9 +1,10 @@
 """The numba kernels: one training pass and predictions, for each of the two row kinds.
 
-Field rows (the field files: feature a belongs to field a, value 1) have their own kernels, with
-no per-pair field, value or range lookups; sparse rows (CSR, from libFFM text) take any fields
-and values, and skip features whose index or field training never saw (>= n, >= m), as libffm
-does. The state layout and the SIMD helpers are described in `intrinsics`.
+Field rows (the field files, and libFFM text of one `a:id:1` per field a in order: feature a
+belongs to field a, value 1) have their own kernels, with no per-pair field or value lookups;
+sparse rows (CSR, from any other libFFM text) take any fields and values. Predictions skip
+features whose index or field training never saw (>= n, >= m), as libffm does; training rows
+have none (n and m come from them). The state layout and the SIMD helpers are described in `intrinsics`.
 
 Training runs lock-free over threads (Hogwild, like libffm's OpenMP loop): `prange` over the
 epoch's order, `nogil`, no atomics.
@@ -43,6 +44,14 @@ def _logistic(label, phi):
     margin = y * phi
     loss = math.log1p(math.exp(-margin)) if margin > 0 else -margin + math.log1p(math.exp(margin))
     return loss, -y / (1.0 + math.exp(margin))
+
+
+@njit(cache=True, nogil=True)
+def _prefetch_known(state, n, m, groups, ids):
+    """_prefetch_row of the features whose id is in the model (< n)."""
+    for a in range(ids.shape[0]):
+        if ids[a] < n:
+            _prefetch_row(state, m, groups, ids[a:a + 1])
 
 
 # Helpers both row kinds share. inline="always" (numba inlines them before LLVM sees the code):
@@ -108,12 +117,31 @@ def train_fields(state, m, groups, ids, labels, order, r, eta, l2):
     return loss
 
 
+@njit(cache=True, nogil=True, fastmath=FAST)
+def _phi_fields_checked(state, n, m, groups, ids, r):
+    """_phi_fields skipping, as libffm does, features whose id training never saw (>= n) and
+    fields past the model's m (rows of libFFM text with more fields than the training file)."""
+    stride = groups * 2 * LANES
+    total = np.float32(0.0)
+    width = min(ids.shape[0], m)
+    for a in range(width):
+        if ids[a] >= n:
+            continue
+        row = np.int64(ids[a]) * m * stride
+        for b in range(a + 1, width):
+            if ids[b] >= n:
+                continue
+            total = _add_pair_dot(state, row + b * stride, (np.int64(ids[b]) * m + a) * stride,
+                                  groups, total)
+    return total * np.float32(r)
+
+
 @njit(parallel=True, cache=True, nogil=True, fastmath=FAST)
-def predict_fields(state, m, groups, ids, r, out):
+def predict_fields(state, n, m, groups, ids, r, out):
     for row in prange(ids.shape[0]):
         if row + 1 < ids.shape[0]:
-            _prefetch_row(state, m, groups, ids[row + 1])
-        out[row] = _sigmoid(_phi_fields(state, m, groups, ids[row], r))
+            _prefetch_known(state, n, m, groups, ids[row + 1][:m])
+        out[row] = _sigmoid(_phi_fields_checked(state, n, m, groups, ids[row], r))
 
 
 # Sparse rows.
@@ -168,13 +196,6 @@ def _instance_scale(values, normalize, scale):
     return scale / norm if norm > 0 else scale
 
 
-@njit(cache=True, nogil=True)
-def _prefetch_sparse_row(state, n, m, groups, ids):
-    for a in range(ids.shape[0]):
-        if ids[a] < n:
-            _prefetch_row(state, m, groups, ids[a:a + 1])
-
-
 @njit(parallel=True, cache=True, nogil=True, fastmath=FAST)
 def train_sparse(state, n, m, groups, indptr, ids, fields, values, labels, order, normalize,
                  scale, eta, l2):
@@ -182,7 +203,7 @@ def train_sparse(state, n, m, groups, indptr, ids, fields, values, labels, order
     for position in prange(order.shape[0]):
         if position + 1 < order.shape[0]:
             following = order[position + 1]
-            _prefetch_sparse_row(state, n, m, groups, ids[indptr[following]:indptr[following + 1]])
+            _prefetch_known(state, n, m, groups, ids[indptr[following]:indptr[following + 1]])
         row = order[position]
         start, stop = indptr[row], indptr[row + 1]
         r = _instance_scale(values[start:stop], normalize, scale)
@@ -199,7 +220,7 @@ def train_sparse(state, n, m, groups, indptr, ids, fields, values, labels, order
 def predict_sparse(state, n, m, groups, indptr, ids, fields, values, normalize, scale, out):
     for row in prange(indptr.shape[0] - 1):
         if row + 2 < indptr.shape[0]:
-            _prefetch_sparse_row(state, n, m, groups, ids[indptr[row + 1]:indptr[row + 2]])
+            _prefetch_known(state, n, m, groups, ids[indptr[row + 1]:indptr[row + 2]])
         start, stop = indptr[row], indptr[row + 1]
         r = _instance_scale(values[start:stop], normalize, scale)
         phi = _phi_sparse(state, n, m, groups, ids[start:stop], fields[start:stop],

@@ -70,6 +70,26 @@ def load_weights(state: np.ndarray, k: int, path: Path) -> None:
         _set_weights(state[start:stop], k, weights[start:stop])
 
 
+def warm_up(rows, model: ModelConfig, train: TrainConfig) -> None:
+    """Compiles the training and prediction kernels of `rows`' kind (or loads them from numba's
+    cache) on a two-row set of read-only arrays, as the memmaps are, so that the first epoch is
+    not charged with it."""
+    from models.libffm.rows import FieldRows, SparseRows
+
+    ids = np.zeros((2, 2), np.int32)
+    labels = np.array([1, 0], np.uint8)
+    if isinstance(rows, FieldRows):
+        tiny = FieldRows(ids, labels)
+    else:
+        tiny = SparseRows(np.array([0, 2, 4]), ids.ravel(), np.array([0, 1, 0, 1], np.int32),
+                          np.ones(4, np.float32), labels)
+    for array in vars(tiny).values():
+        array.setflags(write=False)
+    state = initial_state(1, 2, model, seed=0)
+    tiny.train(state, np.arange(2), model, train)
+    tiny.predict(state, model)
+
+
 def train_epoch(state, rows, model: ModelConfig, train: TrainConfig, epoch: int) -> float:
     """One pass in a fresh random order (seeded by (seed, epoch)); returns the mean logloss.
 
@@ -150,11 +170,13 @@ def fit(state, train_rows, valid_rows, model: ModelConfig, train: TrainConfig,
 def run_numba(tag: str, config: LibffmConfig, out: Path, cache: Path):
     """Trains with the numba kernels; returns ({split: predictions}, valid labels, FitResult,
     extra metrics). Predictions cover the whole valid and test splits whatever max_*_rows."""
-    rows = open_inputs(tag, config, cache)
+    numba.set_num_threads(config.train.threads or numba.config.NUMBA_NUM_THREADS)
+    rows = open_inputs(tag, config, cache)  # text: parsed on these threads
     n, m = model_size(tag, config, rows)
     state = initial_state(n, m, config.model, config.train.seed)
     train = config.train
     train_rows = rows["train"].head(train.max_train_rows)
+    warm_up(train_rows, config.model, train)
     result = fit(state, train_rows, rows["valid"].head(train.max_valid_rows), config.model,
                  train, out / "model.npy")
     predictions = {split: rows[split].predict(state, config.model) for split in ("valid", "test")}
