@@ -12,7 +12,6 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline import figures
-from pipeline.metrics import logloss_and_auc  # noqa: F401  (models.libffm.trainer imports it here)
 
 # The x axis of a learning curve: the first of these keys a history row has.
 CURVE_AXES = (("examples", "examples seen"), ("epoch", "epoch"), ("round", "boosting round"))

@@ -16,7 +16,7 @@ import numpy as np
 from models.libffm.config import LibffmConfig, ModelConfig, TrainConfig
 from models.libffm.intrinsics import LANES
 from models.libffm.rows import model_size, open_inputs
-from models.train_report import logloss_and_auc
+from pipeline.metrics import logloss_and_auc
 
 ROW_CHUNK_FLOATS = 1 << 22  # initialise / save / restore the state this many floats at a time
 
