@@ -361,25 +361,28 @@ def test_bad_dataframe_values_name_the_row(tag):
         predictor.predict(frame)
 
 
-def test_command_errors_are_one_line(tag, tmp_path):
-    """./run.sh predict as a user runs it: a known failure is one `error:` line, exit 2."""
+def test_command_errors_are_one_line(tag, tmp_path, capsys):
+    """A known failure is one `error:` line and exit status 2: ./run.sh predict as a user runs
+    it, then the same handler in this process."""
     wide = tmp_path / "wide.txt"
     wide.write_text("\t".join(["1"] * 42) + "\n")
-    command = [str(REPO_ROOT / "run.sh"), "predict", "--artifacts", str(tag.parent), "--tag",
-               TAG, "--model", "05_train/xgb", "--input", str(wide)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    options = ["--tag", TAG, "--model", "05_train/xgb", "--no-progress"]
+    result = subprocess.run([str(REPO_ROOT / "run.sh"), "predict", "--artifacts", str(tag.parent),
+                             *options, "--input", str(wide)],
+                            capture_output=True, text=True, timeout=300)
     assert f"{wide}:1: 42 tab-separated columns" in error_message(result)
-    result = subprocess.run(command[:-1] + [str(tmp_path / "absent.txt")], capture_output=True,
-                            text=True, timeout=300)
-    assert "absent.txt: no such file; check the path" in error_message(result)
-    result = subprocess.run(command[:-2] + ["--input", str(tag / "00_raw" / "test.txt"),
-                                            "--set", "hash.mode=md5"],
-                            capture_output=True, text=True, timeout=300)
-    assert "predict takes raw.on_bad_row and raw.max_skipped_fraction only" in \
-        error_message(result)
-    result = subprocess.run([*command[:4], "--tag", "absent", "--input", str(wide)],
-                            capture_output=True, text=True, timeout=300)
-    assert "absent: no such artifact tree" in error_message(result)
+    test_txt = str(tag / "00_raw" / "test.txt")
+    for arguments, message in [
+            (["--input", str(tmp_path / "absent.txt")], "absent.txt: no such file; check the path"),
+            (["--input", test_txt, "--set", "hash.mode=md5"],
+             "predict takes raw.on_bad_row and raw.max_skipped_fraction only"),
+            (["--input", test_txt, "--set", "raw.on_bad_row=drop"], "raw.on_bad_row"),
+            (["--input", test_txt, "--tag", "absent"], "absent: no such artifact tree"),
+            (["--input", test_txt, "--bundle", str(tmp_path)], "--bundle and --tag: give one")]:
+        capsys.readouterr()
+        assert cli.main(["predict", *options, *arguments]) == errors.EXIT_STATUS, arguments
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
 
 
 def test_stale_members_are_refused(tree, tmp_path, monkeypatch):
