@@ -117,6 +117,36 @@ def _codes(path):
     return chunk.codes, chunk.ints
 
 
+def test_new_rows_get_the_ids_of_stages_03_and_04(tag):
+    predictor = criteo_pnn.load(tag, "05_train/libffm")
+    inputs = predictor.transform(*_codes(tag / "00_raw" / "test.txt"), {"03_hash", "04_leaves"})
+    np.testing.assert_array_equal(inputs["03_hash"], np.load(tag / "03_hash/test.fields.npy"))
+    np.testing.assert_array_equal(inputs["04_leaves"], np.load(tag / "04_leaves/test.fields.npy"))
+    np.testing.assert_array_equal(inputs["winners"], np.load(tag / "04_export/test.gbdt.npy"))
+
+
+def test_md5_hashing_and_binned_counts_score_as_stage_05(tmp_path, monkeypatch):
+    """The winners' md5 keys and stage 02's bins (count.max_bins) reach new rows too."""
+    from models import stage
+
+    data = tmp_path / "raw"
+    data.mkdir()
+    write_raw(data / "train.txt", 1500, True, seed=5)
+    write_raw(data / "test.txt", 200, False, seed=6)
+    root = use_artifacts(monkeypatch, tmp_path / "artifacts")
+    options = ["--set", f"raw.data_dir={data}", "--set", "hash.mode=md5", "--set",
+               "count.max_bins=64", "--set", "models=[lgbm_raw]"]
+    run_stages("m", *options)
+    stage.main(["--tag", "m", *options, "--preset", "demo"])
+    predictor = criteo_pnn.load(root / "m", "05_train/lgbm_raw")
+    assert predictor.transform.max_bins == 64
+    codes, ints = _codes(root / "m" / "00_raw" / "test.txt")
+    np.testing.assert_array_equal(predictor.transform(codes.copy(), ints, set())["03_hash"],
+                                  np.load(root / "m" / "03_hash" / "test.fields.npy"))
+    np.testing.assert_array_equal(predictor.score_codes(codes, ints),
+                                  np.load(root / "m" / "05_train" / "lgbm_raw" / "test.pred.npy"))
+
+
 def test_names_resolve_like_stage_08_sources(tag):
     from criteo_pnn.artifacts import resolve_source
 
