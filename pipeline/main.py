@@ -5,7 +5,7 @@ folder; see pipeline/errors.py) ends with one `error: ...` line on stderr and ex
 unexpected one keeps its traceback. CRITEO_PNN_DEBUG=1 shows the traceback of known ones too.
 
 The stage's artifacts root is its `--artifacts DIR` (what ./run.sh passes); without one,
-$CRITEO_PNN_ARTIFACTS if set, else artifacts/ under the repository.
+$CRITEO_PNN_ARTIFACTS if set, else artifacts/ under the repository (pipeline/settings.py).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from pipeline import errors, paths, settings
+from pipeline import errors
 
 USAGE = "usage: python -m pipeline.main MODULE [ARGS...]   (e.g. preprocessing.raw --tag demo)"
 
@@ -30,9 +30,6 @@ def main(argv=None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE, file=sys.stderr if not argv else sys.stdout)
         return 0 if argv else errors.EXIT_STATUS
-    default = settings.artifacts_default()
-    if default is not None:
-        paths.set_artifacts_root(default)  # the stage's own --artifacts, if any, comes later
     return errors.run(_run_module, argv[0], argv[1:])
 
 

@@ -5,7 +5,8 @@ the status table that `--list` prints (`pipeline.status.rows`) is computed again
 input is stale or missing and not selected in this run is refused with the reason and the command
 that rebuilds the input, so `--only` never builds on (or skips past) stale work that `--list`
 reports. TensorFlow/absl start-up logs are dropped from the stages' stderr unless --verbose.
-Every stage gets the run's artifacts root as its `--artifacts` argument.
+Every stage gets the run's artifacts root as its `--artifacts` argument. A run that selected any
+stage from 05 on then refreshes the tag's REPORT.md (`python -m ensembles.report`, no stage).
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from pathlib import Path
 
 from preprocessing.schema import FULL_TEST_ROWS, FULL_TRAIN_ROWS
 from pipeline import errors, registry, settings, status, tags
-from pipeline.paths import REPO_ROOT, artifacts_root
+from pipeline.paths import DEFAULT_ARTIFACTS, REPO_ROOT, artifacts_root
 
 # TensorFlow's C++ start-up lines (before absl logging is set up, so TF_CPP_MIN_LOG_LEVEL does
 # not reach them): absl's notice, oneDNN and cpu_feature_guard info lines and their follow-up.
+# A run of any stage from this one on refreshes REPORT.md (the models, blends and submission).
+REPORT_AFTER = "05"
 NOISE = re.compile(rb"^(WARNING: All log messages before absl::InitializeLog\(\)|"
                    rb"[IW]0000 00:00:\d+\.\d+ +\d+ [\w.]+:\d+\]|"
                    rb"To enable the following instructions: .* rebuild TensorFlow)")
@@ -78,6 +81,13 @@ def command_overrides(args) -> list[str]:
     return overrides + list(args.set)
 
 
+def run_sh(tag: str) -> str:
+    """`./run.sh --tag TAG`, with the --artifacts of this run when it is not the default."""
+    root = artifacts_root()
+    return "./run.sh" + ("" if root == DEFAULT_ARTIFACTS else f" --artifacts {root}") + \
+        f" --tag {tag}"
+
+
 def refusal(stage, states: dict, tag: str, selected_numbers: set[str]) -> str | None:
     """Why `stage` cannot run now (an input neither done nor about to be built), or None."""
     for path in stage.inputs:
@@ -88,7 +98,7 @@ def refusal(stage, states: dict, tag: str, selected_numbers: set[str]) -> str | 
         if state != "done":
             folder = label.split("/")[0]
             number = registry.BY_FOLDER[folder].number if folder in registry.BY_FOLDER else ""
-            hint = f"./run.sh --tag {tag} --from {number}" if number else "rebuild it"
+            hint = f"{run_sh(tag)} --from {number}" if number else "rebuild it"
             if number in selected_numbers:
                 hint = "it failed or was skipped above"
             return (f"[{stage.label}] cannot run: its input {label} is {state} ({why}); "
@@ -107,6 +117,12 @@ def stage_command(entry: registry.StageEntry, args, config_files, overrides) -> 
     if args.model and entry.folder == "05_train":
         command += ["--model", args.model]
     return command
+
+
+def report_command(tag: str) -> list[str]:
+    """`python -m ensembles.report` on the tag: REPORT.md over what the stages left."""
+    return [os.environ.get("PYTHON", sys.executable), "-m", "ensembles.report", "--artifacts",
+            str(artifacts_root()), "--tag", tag]
 
 
 def filtered_copy(source, target) -> None:
@@ -215,7 +231,11 @@ def main(argv=None) -> int:
         code = run_stage(stage_command(entry, args, args.config, mine), args.verbose)
         if code:
             return code
-    print(f"outputs: {artifacts_root() / args.tag}/ (./run.sh --tag {args.tag} --list for the "
+    if any(entry.number >= REPORT_AFTER for entry in selected):
+        code = run_stage(report_command(args.tag), args.verbose)
+        if code:
+            return code
+    print(f"outputs: {artifacts_root() / args.tag}/ ({run_sh(args.tag)} --list for the "
           "status of every stage)", file=sys.stderr)
     return 0
 

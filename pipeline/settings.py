@@ -13,7 +13,7 @@ from pipeline import paths, tags
 from pipeline.paths import REPO_ROOT
 
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "pipeline.yaml"
-# The default of --artifacts when set; read by the process entries only (`artifacts_default`).
+# The default of --artifacts when set; read by `artifacts_default` only.
 ARTIFACTS_VARIABLE = "CRITEO_PNN_ARTIFACTS"
 
 
@@ -185,8 +185,8 @@ class PipelineConfig:
 
 
 def artifacts_default() -> Path | None:
-    """$CRITEO_PNN_ARTIFACTS, the default of `--artifacts` (None when unset): read only by the
-    process entries, `./run.sh` (pipeline/run.py) and a stage process (pipeline/main.py)."""
+    """$CRITEO_PNN_ARTIFACTS, the default of every command's `--artifacts` (None when unset):
+    the one place the environment is read for it, when a command line is parsed."""
     value = os.environ.get(ARTIFACTS_VARIABLE)
     return Path(value) if value else None
 
@@ -198,7 +198,8 @@ def add_artifacts_option(parser: argparse.ArgumentParser, default=None) -> None:
 
 
 def apply_artifacts(args: argparse.Namespace) -> None:
-    """Makes `args.artifacts`, when given, this process's artifacts root (pipeline.paths)."""
+    """Makes `args.artifacts`, when given, this process's artifacts root (pipeline.paths); None
+    keeps the current one (artifacts/ under the repository unless set before)."""
     if getattr(args, "artifacts", None):
         paths.set_artifacts_root(args.artifacts)
 
@@ -206,7 +207,7 @@ def apply_artifacts(args: argparse.Namespace) -> None:
 def stage_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--tag", default="demo", help="artifact tree: <artifacts>/<tag>/")
-    add_artifacts_option(parser)
+    add_artifacts_option(parser, default=artifacts_default())
     parser.add_argument("--config", action="append", default=[],
                         help="YAML overlay(s) on configs/pipeline.yaml, applied in order")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
