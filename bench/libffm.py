@@ -243,13 +243,14 @@ def child(directory: Path, args) -> None:
     rows["test"].labels = None
     n, m = int(rows["train"].ids.max()) + 1, rows["train"].num_fields
     state = timed("initial state", libffm.initial_state, n, m, config.model, config.train.seed)
+    kept = {}
     result = timed("train epochs", libffm.fit, state, rows["train"], rows["valid"],
-                   config.model, config.train, work / "model.npy")
+                   config.model, config.train, work / "model.npy", kept)
     fit_seconds = parts.pop("train epochs")
     parts["train epochs"] = result.train_seconds
     parts["validation passes, model file"] = fit_seconds - result.train_seconds
-    predictions = {split: timed("predict valid+test", rows[split].predict, state, config.model)
-                   for split in ("valid", "test")}
+    predictions = {"valid": kept["valid"],  # the last validation pass's, as run_numba
+                   "test": timed("predict test", rows["test"].predict, state, config.model)}
     np.save(work / "valid.npy", predictions["valid"])
     epoch_seconds = list(np.diff([0.0] + [entry["train_seconds"] for entry in result.history]))
     print(json.dumps({"parts": parts, "epoch_seconds": epoch_seconds,

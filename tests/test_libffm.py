@@ -123,14 +123,16 @@ def test_auto_stop_keeps_the_epoch_before_the_validation_loss_rose(tmp_path):
     flipped = libffm.FieldRows(valid_ids, 1 - valid_labels)  # learning makes this loss rise
     model = libffm.ModelConfig()
     state = libffm.initial_state(48, 4, model, seed=0)
+    kept = {}
     result = libffm.fit(state, libffm.FieldRows(train_ids, train_labels), flipped, model,
-                        libffm.TrainConfig(epochs=10, **ONE_THREAD), tmp_path / "model.npy")
+                        libffm.TrainConfig(epochs=10, **ONE_THREAD), tmp_path / "model.npy", kept)
     losses = [entry["valid_logloss"] for entry in result.history]
     rise = next(epoch for epoch in range(1, len(losses)) if losses[epoch] > losses[epoch - 1])
     assert result.stopped_early and len(losses) == rise + 1 < 10
     assert result.best_epoch == rise
-    kept = log_loss(flipped.labels, flipped.predict(state, model).astype(np.float64))
-    assert kept == pytest.approx(losses[rise - 1], rel=1e-6)
+    np.testing.assert_array_equal(kept["valid"], flipped.predict(state, model))
+    assert log_loss(flipped.labels, kept["valid"].astype(np.float64)) == \
+        pytest.approx(losses[rise - 1], rel=1e-6)
     np.testing.assert_array_equal(np.load(tmp_path / "model.npy"), libffm.get_weights(state, 4))
 
 

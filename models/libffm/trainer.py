@@ -31,12 +31,13 @@ def initial_state(n: int, m: int, model: ModelConfig, seed: int) -> np.ndarray:
     """float32 [n, m, groups, 2, LANES]: weights (init_scale/sqrt(k)) U[0, 1) (libffm), padded
     lanes 0, accumulators 1."""
     groups = -(-model.k // LANES)
-    state = np.zeros((n, m, groups, 2, LANES), np.float32)
-    state[:, :, :, 1] = 1.0
+    state = np.empty((n, m, groups, 2, LANES), np.float32)
     rng = np.random.default_rng(seed)
     coefficient = np.float32(model.init_scale / math.sqrt(model.k))
-    for start, stop in _row_chunks(state):
-        weights = rng.random((stop - start, m, model.k), np.float32) * coefficient
+    for start, stop in _row_chunks(state):  # one pass over the state, chunk by chunk
+        state[start:stop, :, :, 1] = 1.0
+        weights = rng.random((stop - start, m, model.k), np.float32)
+        weights *= coefficient
         _set_weights(state[start:stop], model.k, weights)
     return state
 
@@ -49,9 +50,11 @@ def get_weights(block: np.ndarray, k: int) -> np.ndarray:
 
 def _set_weights(block: np.ndarray, k: int, weights: np.ndarray) -> None:
     rows, m, groups = block.shape[:3]
-    padded = np.zeros((rows, m, groups * LANES), np.float32)
-    padded[:, :, :k] = weights
-    block[:, :, :, 0, :] = padded.reshape(rows, m, groups, LANES)
+    if k < groups * LANES:
+        padded = np.zeros((rows, m, groups * LANES), np.float32)
+        padded[:, :, :k] = weights
+        weights = padded
+    block[:, :, :, 0, :] = weights.reshape(rows, m, groups, LANES)
 
 
 def save_weights(state: np.ndarray, k: int, path: Path) -> None:
@@ -127,12 +130,13 @@ class FitResult:
 
 
 def fit(state, train_rows, valid_rows, model: ModelConfig, train: TrainConfig,
-        weights_path: Path | None) -> FitResult:
+        weights_path: Path | None, kept: dict | None = None) -> FitResult:
     """Trains `state` in place; with auto_stop, keeps the best epoch's weights (libffm).
 
     `weights_path` (the model file) ends holding the weights in `state`: with auto_stop, each
     epoch's weights are saved there before the next epoch is judged, and read back on a stop.
-    None (fixed epochs only) writes nothing.
+    None (fixed epochs only) writes nothing. `kept`, when given, receives under "valid" the
+    validation predictions of the weights `state` ends with.
     """
     if train.auto_stop and weights_path is None:
         raise ValueError("auto_stop keeps the previous weights in a file: give weights_path")
@@ -145,8 +149,8 @@ def fit(state, train_rows, valid_rows, model: ModelConfig, train: TrainConfig,
         epoch_seconds = time.perf_counter() - started
         seconds += epoch_seconds
         examples += len(train_rows)
-        valid_loss, valid_auc = logloss_and_auc(valid_rows.labels,
-                                                valid_rows.predict(state, model))
+        predictions = valid_rows.predict(state, model)
+        valid_loss, valid_auc = logloss_and_auc(valid_rows.labels, predictions)
         history.append({"epoch": epoch, "train_logloss": train_loss, "valid_logloss": valid_loss,
                         "valid_auc": valid_auc, "train_seconds": seconds})
         print(f"  epoch {epoch}: train logloss {train_loss:.5f}  valid logloss {valid_loss:.5f}"
@@ -158,13 +162,14 @@ def fit(state, train_rows, valid_rows, model: ModelConfig, train: TrainConfig,
             print(f"  auto-stop: validation logloss rose; using the model of epoch {epoch - 1}")
             break
         best = valid_loss
+        if kept is not None:
+            kept["valid"] = predictions
         if train.auto_stop and epoch < train.epochs:
             save_weights(state, model.k, weights_path)
     if not stopped_early and weights_path is not None:
         save_weights(state, model.k, weights_path)
     best_epoch = len(history) - 1 if stopped_early else len(history)
     return FitResult(history, best_epoch, stopped_early, seconds, examples)
-
 
 
 def run_numba(tag: str, config: LibffmConfig, out: Path, cache: Path):
@@ -177,9 +182,13 @@ def run_numba(tag: str, config: LibffmConfig, out: Path, cache: Path):
     train = config.train
     train_rows = rows["train"].head(train.max_train_rows)
     warm_up(train_rows, config.model, train)
+    kept = {}
     result = fit(state, train_rows, rows["valid"].head(train.max_valid_rows), config.model,
-                 train, out / "model.npy")
-    predictions = {split: rows[split].predict(state, config.model) for split in ("valid", "test")}
+                 train, out / "model.npy", kept if train.max_valid_rows is None else None)
+    predictions = {split: kept.get(split) for split in ("valid", "test")}
+    for split in ("valid", "test"):
+        if predictions[split] is None:
+            predictions[split] = rows[split].predict(state, config.model)
     extra = {"parameter_count": n * m * config.model.k, "train_rows": len(train_rows),
              "threads": numba.get_num_threads()}
     return predictions, rows["valid"].labels, result, extra
