@@ -18,6 +18,13 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long tests, run with -m slow")
 
 
+@pytest.fixture(autouse=True)
+def no_artifacts_variable(monkeypatch):
+    """A $CRITEO_PNN_ARTIFACTS of the shell would be the default --artifacts of every command a
+    test runs in-process; tests choose their root with `use_artifacts`."""
+    monkeypatch.delenv("CRITEO_PNN_ARTIFACTS", raising=False)
+
+
 def use_artifacts(monkeypatch, root) -> Path:
     """Makes `root` the artifacts root of this process (pipeline.paths) until `monkeypatch` is
     undone; subprocesses get it as `--artifacts` or $CRITEO_PNN_ARTIFACTS."""
