@@ -54,7 +54,7 @@ import os
 import numba
 import numpy as np
 
-from ensembles import metrics, read_predictions, report, write_predictions
+from ensembles import metrics, read_predictions, write_predictions
 from preprocessing.field_spec import open_field_files
 from pipeline import config as config_lib
 from pipeline import settings
@@ -362,7 +362,7 @@ def build_blend(tag: str, config: settings.PipelineConfig, name: str,
         curves = {"plain average": average}
         if blend.method != "average":
             curves[chosen] = predictions
-        report.plot_reliability(labels, curves, out / "reliability.png",
+        metrics.plot_reliability(labels, curves, out / "reliability.png",
                                 title=f"{name}: validation")
         stage.record(metrics={key: result[key] for key in
                               ("method", "valid_logloss", "valid_auc", "weights")})

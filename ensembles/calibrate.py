@@ -32,7 +32,7 @@ import json
 import numpy as np
 from sklearn.isotonic import IsotonicRegression
 
-from ensembles import metrics, read_predictions, report, write_predictions
+from ensembles import metrics, read_predictions, write_predictions
 from preprocessing.field_spec import open_field_files
 from pipeline import config as config_lib
 from pipeline import errors
@@ -219,7 +219,7 @@ def calibrate_model(tag: str, config: settings.PipelineConfig, model_id: str,
         write_predictions(out, "test", calibrator.apply(test))
         (out / "metrics.json").write_text(json.dumps(result, indent=1) + "\n")
         curves = {"before": valid, f"after ({calibrator.method})": calibrated}
-        report.plot_reliability(labels, curves, out / "reliability.png",
+        metrics.plot_reliability(labels, curves, out / "reliability.png",
                                 title=f"{model_id}: validation", bins=bins)
         recorded = ("method", "valid_logloss", "valid_auc", "expected_calibration_error")
         stage.record(metrics={key: result[key] for key in recorded})

@@ -1,13 +1,16 @@
-"""The metrics and tools of stages 06-07 and the report: expected calibration error, the logit
-transforms that calibration and blending work in, held-out comparisons and logistic fits. Logloss,
-AUC and relative information gain are defined once in `pipeline/metrics.py` (stage 05 uses them
-too) and are importable from here."""
+"""The metrics and tools of stages 06-07 and the report: expected calibration error and the
+reliability diagram, the logit transforms that calibration and blending work in, held-out
+comparisons and logistic fits. Logloss, AUC and relative information gain are defined once in
+`pipeline/metrics.py` (stage 05 uses them too) and are importable from here."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 from scipy.special import expit
 
+from pipeline import figures
 from pipeline.metrics import auc, logloss, relative_information_gain  # noqa: F401
 
 # Probabilities are clipped to [EPSILON, 1 - EPSILON] before taking logits: float32 sigmoids
@@ -45,6 +48,29 @@ def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray,
     """Row-weighted mean |click rate - mean prediction| over `reliability_bins`."""
     mean_prediction, click_rate, rows = reliability_bins(labels, probabilities, bins)
     return float(np.sum(rows * np.abs(click_rate - mean_prediction)) / rows.sum())
+
+
+def plot_reliability(labels, curves: dict, path: Path, title: str, bins: int = 20) -> None:
+    """Reliability diagram (PNG): click rate against mean prediction in equal-count bins, one
+    line per entry of `curves` ({name: probabilities [N]}), log-log so low CTRs are readable."""
+    figure, axes = figures.pyplot().subplots(figsize=(5, 5), dpi=100)
+    low, high = 1.0, 0.0
+    for name, probabilities in curves.items():
+        mean_prediction, click_rate, _ = reliability_bins(labels, probabilities, bins)
+        ece = expected_calibration_error(labels, probabilities, bins)
+        axes.plot(mean_prediction, click_rate, marker="o", markersize=3,
+                  label=f"{name} (ECE {ece:.4f})")
+        low, high = min(low, mean_prediction.min()), max(high, mean_prediction.max())
+    low, high = max(low / 1.5, 1e-6), min(high * 1.5, 1.0)
+    axes.plot([low, high], [low, high], color="grey", linestyle="--", label="perfect calibration")
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel(f"mean prediction ({bins} equal-count bins)")
+    axes.set_ylabel("click rate")
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figures.save_figure(figure, path)
 
 
 def summary(labels: np.ndarray, probabilities: np.ndarray, base_rate: float,

@@ -1,4 +1,4 @@
-"""The results report: `python -m ensembles.report --tag T [--readme]`.
+"""The results report: `python -m ensembles.report --tag T [--artifacts DIR] [--readme]`.
 
 Reads the `metrics.json` files of stages 05-07 and the stage 08 record under `artifacts/<T>/`,
 and says what the numbers were made from (00_raw/raw.json, 03_hash/field_spec.json, the models'
@@ -11,7 +11,9 @@ chosen, each member's weight, the held-out logloss of each blend candidate) and 
 written.
 With `--readme` the same tables replace the text between the markers
 `<!-- results:begin -->` and `<!-- results:end -->` in README.md, with links rooted at the repo.
-Stage 08 refreshes REPORT.md after every run; README.md changes only on request.
+./run.sh refreshes REPORT.md after every run of a stage from 05 on; README.md changes only on
+request. The report is a view, part of no stage's code: no stage imports it, so a change here
+never makes a stage stale.
 """
 
 from __future__ import annotations
@@ -25,9 +27,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ensembles import metrics
 from preprocessing import schema
-from pipeline import figures
+from pipeline import settings
 from pipeline.paths import REPO_ROOT, artifacts_root, stage_dir
 
 REPORT_FILE = "REPORT.md"
@@ -43,29 +44,6 @@ MODEL_FORMATS = {"valid logloss": "{:.5f}", "AUC": "{:.4f}", "RIG": "{:.4f}",
 # The blend candidates in the held-out column; "select" is left out of blends written before it
 # existed (and of `weighted` blends, which do not fit it).
 BLEND_CANDIDATES = ("weighted", "average", "single")
-
-
-def plot_reliability(labels, curves: dict, path: Path, title: str, bins: int = 20) -> None:
-    """Reliability diagram (PNG): click rate against mean prediction in equal-count bins, one
-    line per entry of `curves` ({name: probabilities [N]}), log-log so low CTRs are readable."""
-    figure, axes = figures.pyplot().subplots(figsize=(5, 5), dpi=100)
-    low, high = 1.0, 0.0
-    for name, probabilities in curves.items():
-        mean_prediction, click_rate, _ = metrics.reliability_bins(labels, probabilities, bins)
-        ece = metrics.expected_calibration_error(labels, probabilities, bins)
-        axes.plot(mean_prediction, click_rate, marker="o", markersize=3,
-                  label=f"{name} (ECE {ece:.4f})")
-        low, high = min(low, mean_prediction.min()), max(high, mean_prediction.max())
-    low, high = max(low / 1.5, 1e-6), min(high * 1.5, 1.0)
-    axes.plot([low, high], [low, high], color="grey", linestyle="--", label="perfect calibration")
-    axes.set_xscale("log")
-    axes.set_yscale("log")
-    axes.set_xlabel(f"mean prediction ({bins} equal-count bins)")
-    axes.set_ylabel("click rate")
-    axes.set_title(title)
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
-    figures.save_figure(figure, path)
 
 
 def read_json(path: Path) -> dict | None:
@@ -291,10 +269,12 @@ def update_readme(tag: str, readme: Path = REPO_ROOT / "README.md") -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tag", default="demo", help="artifact tree: artifacts/<tag>/")
+    parser.add_argument("--tag", default="demo", help="artifact tree: <artifacts>/<tag>/")
+    settings.add_artifacts_option(parser, default=settings.artifacts_default())
     parser.add_argument("--readme", action="store_true",
                         help="also replace the tables between the markers in README.md")
     args = parser.parse_args(argv)
+    settings.apply_artifacts(args)
     print(f"wrote {write_report(args.tag)}")
     if args.readme:
         try:

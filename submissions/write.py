@@ -4,8 +4,9 @@ Reads `submit.source` (`07_ensemble/NAME`, `06_calibrate/ID` or `05_train/ID`; d
 blend of `ensemble.blends`): its `test.pred.npy` and `metrics.json`; and `03_hash/` (test Ids).
 Writes `submissions/csv/<YYYYMMDD-HHMMSS>_<tag>_<source id>.csv.gz` (`submit.gzip`,
 `submit.output_dir`), appends a row to `artifacts/<tag>/SUBMISSIONS.md` (every file of the tag)
-and, for files with the full Kaggle test set only, to the tracked `submissions/LOG.md`, records
-the file in `artifacts/<tag>/08_submit/submission.json` and refreshes `artifacts/<tag>/REPORT.md`.
+and, for files with the full Kaggle test set only, to the tracked `submissions/LOG.md`, and
+records the file in `artifacts/<tag>/08_submit/submission.json` (which `ensembles.report` shows
+in REPORT.md, refreshed by ./run.sh after the stages).
 
 LOG.md is the history of what could be uploaded: the demo, tests and sample runs (whatever
 their tag) write files Kaggle would reject, so they stay in their tag's git-ignored log.
@@ -16,12 +17,12 @@ count and Ids are checked against the test rows stage 00 counted in test.txt
 (`00_raw/raw.json`), never against what a later stage kept: 03_hash holding another number of
 test rows is an error, and so is a file that does not have exactly those rows. It is written
 under a temporary name, checked by `submissions.validate`, and only then renamed, so an invalid
-or half-written file never carries a submission name. When $CRITEO_PNN_ARTIFACTS is set
-(tests, scratch runs) csv/ and LOG.md live under $CRITEO_PNN_ARTIFACTS/submissions/ instead of
+or half-written file never carries a submission name. On another artifacts root
+(`--artifacts DIR`: tests, scratch runs) csv/ and LOG.md live under DIR/submissions/ instead of
 the repository's submissions/.
 
 A tag whose stage 03 holds no test rows (the Criteo 1TB input) has nothing to submit: the stage
-says so and writes nothing (no file, log row or REPORT.md), and is not listed by `--list`.
+says so and writes nothing (no file or log row), and is not listed by `--list`.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ensembles import read_predictions, report
+from ensembles import read_predictions
 from preprocessing.field_spec import SPEC_FILE, FieldSpec, open_field_files
 from preprocessing.schema import CRITEO_1TB, FULL_TEST_ROWS, TEST_ID_START
 from pipeline import errors, settings
@@ -69,7 +70,7 @@ TAG_LOG = "SUBMISSIONS.md"
 
 
 def submissions_root() -> Path:
-    """The repository's submissions/, or $CRITEO_PNN_ARTIFACTS/submissions when that is set."""
+    """The repository's submissions/, or <root>/submissions on another artifacts root."""
     if artifacts_root() != REPO_ROOT / "artifacts":
         return artifacts_root() / "submissions"
     return REPO_ROOT / "submissions"
@@ -321,7 +322,6 @@ def main(argv=None) -> None:
         print(f"[08_submit] skipped: {reason}")
         return
     submit(args.tag, config, force=args.force)
-    print(f"  report: {report.write_report(args.tag)}")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ def test_demo_goes_from_nothing_to_a_validated_submission_and_reruns_skip(artifa
     files = sorted((artifacts / "submissions" / "csv").glob("*.csv*"))
     assert len(files) == 1
     validate.validate(files[0], rows=spec.rows["test"])
+    assert "| lr |" in (artifacts / "e2e" / "REPORT.md").read_text()  # refreshed after the stages
     second = run(artifacts, *options)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "missing" not in second.stdout and "stale" not in second.stdout
