@@ -104,9 +104,6 @@ class RawColumns:
     def __len__(self) -> int:
         return self.rows
 
-    def head(self, rows: int) -> RawColumns:
-        return RawColumns(self.split, self.code_of_id, min(rows, self.rows))
-
     def __getitem__(self, index) -> np.ndarray:
         if isinstance(index, numbers.Integral):
             return self[index:index + 1][0]
@@ -135,11 +132,12 @@ def category_codes(spec: field_spec.FieldSpec, train_fields, max_categories: int
     return codes
 
 
-def head(matrix, rows: int | None):
-    """The first `rows` rows of a matrix (all when None)."""
-    if rows is None:
-        return matrix
-    return matrix.head(rows) if isinstance(matrix, RawColumns) else matrix[:rows]
+def rows_of(matrix, part: slice):
+    """The rows `part` of a matrix (views of the memmaps)."""
+    if isinstance(matrix, RawColumns):
+        split = learner.split_rows(matrix.split, part)
+        return RawColumns(split, matrix.code_of_id, len(split.fields))
+    return matrix[part]
 
 
 def open_matrices(tag: str, config: GbdtConfig) -> tuple[dict, dict, list[str]]:
@@ -281,7 +279,7 @@ def fit_booster(tag: str, config: GbdtConfig, matrices, labels, types):
     """Boosts on the first `max_*_rows` of `matrices`' train and valid rows; (booster,
     predict, validation losses per round, best round, nodes, training rows, seconds)."""
     limits = {"train": config.train.max_train_rows, "valid": config.train.max_valid_rows}
-    fit_matrices = {split: head(matrices[split], limits[split]) for split in limits}
+    fit_matrices = {split: rows_of(matrices[split], slice(0, limits[split])) for split in limits}
     fit_labels = {split: labels[split][:limits[split]] for split in limits}
     trainer = train_xgboost if config.model.library == "xgboost" else train_lightgbm
     names = column_names(tag, config)
@@ -329,13 +327,7 @@ class Gbdt:
         rows = len(labels["train"])
         cut = learner.holdout_split(rows, fraction)
         parts = {"train": slice(0, cut), "valid": slice(cut, rows)}
-        train = matrices["train"]
-        if isinstance(train, RawColumns):
-            slices = {name: learner.split_rows(train.split, part) for name, part in parts.items()}
-            matrices = {name: RawColumns(split, train.code_of_id, len(split.fields))
-                        for name, split in slices.items()}
-        else:
-            matrices = {name: train[part] for name, part in parts.items()}
+        matrices = {name: rows_of(matrices["train"], part) for name, part in parts.items()}
         labels = {name: labels["train"][part] for name, part in parts.items()}
         _, _, losses, best_round, *_ = fit_booster(tag, config, matrices, labels, types)
         return {"valid_logloss": float(losses[best_round - 1]), "rounds": len(losses),

@@ -1,21 +1,14 @@
 """Stage 05's learner protocol and the one publisher of every learner's outputs.
 
-A learner trains the model of one id: the Keras runner (`models.train`), libFFM (`models.libffm`)
-and GBDT (`models.gbdt`) each implement `Learner`. Which one trains an id is the `learner:` key of
-`configs/models/<id>.yaml` (`keras` when absent); `models.stage.LEARNERS` names each one's module.
-
-`train` runs one: the learner forms the stage (config, inputs, code), `fit` trains and hands back a
-`Fitted` (predictions, labels, history, the learner's own metric keys and files), and `publish`
-writes `artifacts/<tag>/05_train/<id>/` atomically, the same way for every learner:
-- `metrics.json`: `COMMON_METRICS` (`epochs` counts epochs, libFFM epochs or boosting rounds),
-  then the learner's keys (parameter_count, train_rows, ...) and the caller's (`tuned_from`);
-- `history.csv`: one row per evaluation (Keras), epoch (libFFM) or boosting round (GBDT);
-- `valid.pred.npy`, `test.pred.npy`: float32 probabilities in row order, raw: a model trained on
-  down-sampled negatives predicts the sampled rates (its metrics judge the corrected ones, and
-  stage 06 corrects them);
-- `learning_curve.png`, `config.resolved.{json,yaml}`, the manifest; and the learner's own files
-  (`model.keras` + `tensorboard/`, `model.npy` or libffm's `model.txt`, `model.json` or
-  lightgbm's `model.txt`).
+The Keras runner (`models.train`), libFFM (`models.libffm`) and GBDT (`models.gbdt`) implement
+`Learner`; the `learner:` key of `configs/models/<id>.yaml` (keras when absent) names an id's,
+`models.stage.LEARNERS` its module. `train` forms the stage, fits and publishes
+`artifacts/<tag>/05_train/<id>/` atomically, alike for every learner: metrics.json (the keys of
+`METRIC_ORDER`, `epochs` counting epochs or boosting rounds, then the learner's and the caller's),
+history.csv (per evaluation, epoch or round), `{valid,test}.pred.npy` (float32 probabilities in
+row order, raw under negative sampling: the metrics and stage 06 correct them),
+learning_curve.png, config.resolved.{json,yaml} and the manifest, beside the learner's own files
+(model.keras and tensorboard/, model.npy or libffm's model.txt, model.json or lightgbm's).
 """
 
 from __future__ import annotations

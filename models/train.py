@@ -30,7 +30,7 @@ import keras
 import numpy as np
 from tqdm import tqdm
 
-from models import data, distribute, learner, optimizers, precision
+from models import data, distribute, learner, optimizers, precision, registry
 from models import train_report as report
 from models.cli import learner_main
 from models.engine import tune_memory_allocator
@@ -88,15 +88,10 @@ def load_pretrained_fm(tag: str, model, model_id: str) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Keras:
-    """The runner as a stage-05 learner (`models.learner.Learner`).
-
-    Args:
-        build_model: (arch, field_spec, **hyperparameters) -> keras.Model; the registry by default.
-        interrupt_after_steps: stop right after this global step without publishing, as a kill
-            would (tests of --resume).
-    """
+    """The runner as a stage-05 learner (`models.learner.Learner`)."""
+    # (arch, field_spec, **hyperparameters) -> keras.Model; None: the registry's
     build_model: typing.Callable | None = None
-    interrupt_after_steps: int | None = None
+    interrupt_after_steps: int | None = None  # stop there unpublished, as a kill would (tests)
     code: typing.ClassVar[str] = __spec__.name
 
     load_config = staticmethod(load_runner_config)
@@ -117,10 +112,7 @@ class Keras:
             import tensorflow as tf
             tf.config.experimental.enable_op_determinism()
         spec, splits = data or field_spec.open_field_files(stage_dir(tag, train.input_stage))
-        build_model = self.build_model
-        if build_model is None:
-            from models import registry
-            build_model = registry.build
+        build_model = self.build_model or registry.build
         with distribute.scope(strategy), precision.dtype_policy(train.precision):
             model = build_model(config.arch, spec, **config.hyperparameters)
             model(np.zeros((1, spec.num_fields), np.int32))  # creates the weights
