@@ -211,9 +211,12 @@ def plan_from_tag(tag_dir: Path, source: str) -> Plan:
         if weights.get("space") != "logit":
             raise errors.InputError(f"{blend_dir}/weights.json: space {weights.get('space')!r}; "
                                     "predict applies logit-space blends")
-        blend = {"name": unit, "weights": weights["weights"], "bias": weights["bias"],
-                 "method": weights["method"]}
-        model_ids, calibrated = list(weights["weights"]), weights["source"] == CALIBRATE_STAGE
+        # A member of weight 0 adds exactly 0 to every blended logit: it is not scored.
+        used = {member: weight for member, weight in weights["weights"].items() if weight != 0}
+        blend = {"name": unit, "weights": used, "bias": weights["bias"],
+                 "method": weights["method"],
+                 "unused_members": [member for member in weights["weights"] if member not in used]}
+        model_ids, calibrated = list(used), weights["source"] == CALIBRATE_STAGE
     else:
         model_ids, calibrated = [unit], stage == CALIBRATE_STAGE
     members, files = [], {}
