@@ -127,8 +127,8 @@ def _block_probabilities(lines: list[bytes], first_expected: int) -> np.ndarray 
     such as CRLF or an Id with leading zeros)."""
     text = b"".join(lines)
     # pandas reads more than a submission may hold (quoted or padded fields, `6e7` as an Id, a
-    # third column on the first line as an index): only digits and number characters, one
-    # comma a line and digit-only Ids reach it.
+    # third column taken as the index): only number characters, one comma a line and digit-only
+    # Ids reach it.
     if text.translate(None, NUMBER_CHARACTERS + b",\n") or text.count(b",") != len(lines) \
             or NOT_DIGIT_ID.search(text):
         return None
