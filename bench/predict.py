@@ -6,7 +6,9 @@ The input is the tag's own test.txt repeated to `--rows` raw rows (its real valu
 vocabulary hits, rare and unseen values as the test rows have them). Each source is scored in a
 fresh process (`python bench/predict.py --one SOURCE ...`, measured by bench/measure.py: wall and
 CPU seconds, peak RSS), which loads the predictor (timed apart) and streams the file into a plain
-`Id,Predicted` CSV. Rounds alternate the sources, so drift of the machine's speed hits them alike.
+`Id,Predicted` CSV; the child also reports the CPU seconds of the scoring alone (all threads),
+which a machine shared with other work inflates less than the wall time. Rounds alternate the
+sources, so drift of the machine's speed hits them alike.
 """
 
 from __future__ import annotations
@@ -50,9 +52,11 @@ def score_one(args) -> None:
         predictor = criteo_pnn.load(Path(args.artifacts) / args.tag,
                                     None if args.one == "default" else args.one)
     load_seconds = time.perf_counter() - started
+    cpu_started = time.process_time()
     summary = predictor.predict_file(args.input, args.output, progress=False)
     print(json.dumps({"source": predictor.source, "members": len(predictor.members),
-                      "load_seconds": load_seconds, **summary}))
+                      "load_seconds": load_seconds,
+                      "scoring_cpu_seconds": time.process_time() - cpu_started, **summary}))
 
 
 def main(argv=None) -> None:
@@ -87,16 +91,17 @@ def main(argv=None) -> None:
                 child = json.loads((scratch / "child.json").read_text().strip().splitlines()[-1])
                 results.setdefault(source, []).append({**child, **measured})
                 print(f"  round {round_number + 1} {child['source']}: "
-                      f"{child['rows_per_second']:,.0f} rows/s scoring, load "
+                      f"{child['rows_per_second']:,.0f} rows/s scoring "
+                      f"({child['rows'] / child['scoring_cpu_seconds']:,.0f} per CPU s), load "
                       f"{child['load_seconds']:.1f} s, process {measured['seconds']:.1f} s wall "
                       f"{measured['cpu_seconds']:.1f} CPU s, peak RSS "
                       f"{measured['peak_rss_mb']:,.0f} MB", flush=True)
-    print("\n| source | members | rows/s (scoring, median) | rows per CPU s (process) | load s | "
+    print("\n| source | members | rows/s (scoring, median) | rows per scoring CPU s | load s | "
           "process wall s | peak RSS |")
     print("|---|---|---|---|---|---|---|")
     for source, runs in results.items():
         rate = statistics.median(run["rows_per_second"] for run in runs)
-        cpu = statistics.median(run["rows"] / run["cpu_seconds"] for run in runs)
+        cpu = statistics.median(run["rows"] / run["scoring_cpu_seconds"] for run in runs)
         print(f"| {runs[0]['source']} | {runs[0]['members']} | {rate:,.0f} | {cpu:,.0f} | "
               f"{statistics.median(run['load_seconds'] for run in runs):.1f} | "
               f"{statistics.median(run['seconds'] for run in runs):.1f} | "
