@@ -2,7 +2,7 @@
 
     import criteo_pnn
     predictor = criteo_pnn.load("artifacts/kaggle")            # the tag's submitted blend
-    predictor = criteo_pnn.load("artifacts/kaggle", "ipnn")    # one model, as stage 06 calibrated it
+    predictor = criteo_pnn.load("artifacts/kaggle", "ipnn")    # one model, calibrated by stage 06
     predictor = criteo_pnn.load("bundles/ens_logit")           # a folder made by ./run.sh export
     probabilities = predictor.predict(frame)                   # DataFrame with I1..I13, C1..C26
 

