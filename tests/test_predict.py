@@ -429,6 +429,22 @@ def test_stale_members_are_refused(tree, tmp_path, monkeypatch):
         criteo_pnn.load(copy / TAG, "05_train/xgb")
 
 
+def test_what_cannot_be_scored_is_refused_with_the_reason(tree, tmp_path, monkeypatch):
+    copy = tmp_path / "artifacts"
+    shutil.copytree(tree / TAG, copy / TAG, symlinks=True)
+    use_artifacts(monkeypatch, copy)
+    spec_path = copy / TAG / "04_leaves" / "field_spec.json"
+    spec = json.loads(spec_path.read_text())
+    spec["extra"]["leaves"]["mode"] = "out_of_fold"
+    spec_path.write_text(json.dumps(spec))
+    with pytest.raises(errors.InputError, match="leaves.mode out_of_fold: a new row has no fold"):
+        criteo_pnn.load(copy / TAG, "05_train/libffm")
+    (copy / TAG / "05_train" / "libffm" / "model.npy").rename(
+        copy / TAG / "05_train" / "libffm" / "model.txt")
+    with pytest.raises(errors.InputError, match="binary engine .* is not supported"):
+        criteo_pnn.load(copy / TAG, "05_train/libffm")
+
+
 def test_predict_output_to_stdout(tag, tmp_path, capsysbinary):
     lines = _lines(tag, 3)
     path = tmp_path / "three.txt.gz"
