@@ -9,7 +9,8 @@ first-order weights plus field-aware pairwise terms on chosen field pairs,
 w ~ N(0, first_order_scale^2), u ~ N(0, 1) in d = latent_dim dimensions, s = pair_strength,
 values uniform per field, label ~ Bernoulli(sigmoid(logit - 1)). The Criteo generator is fixed
 to the 39 Criteo fields, raw text and its own 16 weaker pairs among 741 cells; here a few strong
-pairs among few fields make a picture whose right answer is known.
+pairs among few fields make a picture whose right answer is known. The package's __init__ does
+not import this module, so stage 00's code fingerprint does not depend on it.
 """
 
 from __future__ import annotations
