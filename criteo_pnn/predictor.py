@@ -19,6 +19,7 @@ files), so a tag's own test rows get its stage-08 numbers. Rows the parser marke
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import tempfile
@@ -91,37 +92,24 @@ class KerasMember:
         os.environ.setdefault("KERAS_BACKEND", KERAS_BACKEND)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         import keras
-        from keras import ops
-
         import models  # noqa: F401  (registers the model classes for deserialisation)
-        from models import precision
+        from models.engine import common
 
         path = plan.file(f"members/{member['id']}/model.keras")
-        self.model = keras.saving.load_model(path, compile=False)
+        model = keras.saving.load_model(path, compile=False)
         self.batch_size = int(member["eval_batch_size"])
         # As the training runner's predictions: XLA-compiled when it trained so, and then on
         # batches padded to one shape.
         self.padded = bool(member.get("jit_compile")) and keras.backend.backend() == "tensorflow"
-
-        def probabilities(ids):
-            return ops.sigmoid(precision.float32_logits(self.model(ids, training=False)))
-
+        self.call = functools.partial(common.probabilities, model)
         if keras.backend.backend() == "tensorflow":
             import tensorflow as tf
 
-            probabilities = tf.function(probabilities, jit_compile=self.padded,
-                                        reduce_retracing=True)
-        self.call = probabilities
+            self.call = tf.function(self.call, jit_compile=self.padded, reduce_retracing=True)
+        self.predict_in_batches = common.predict_in_batches
 
     def __call__(self, ids: np.ndarray) -> np.ndarray:
-        outputs = []
-        for start in range(0, len(ids), self.batch_size):
-            batch = ids[start:start + self.batch_size]
-            rows = len(batch)
-            if self.padded and rows < self.batch_size:
-                batch = np.concatenate([batch, np.repeat(batch[:1], self.batch_size - rows, 0)])
-            outputs.append(np.asarray(self.call(batch)).reshape(-1)[:rows])
-        return np.concatenate(outputs).astype(np.float32) if outputs else np.zeros(0, np.float32)
+        return self.predict_in_batches(self.call, ids, self.batch_size, self.padded)
 
 
 class LibffmMember:

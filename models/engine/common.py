@@ -38,6 +38,25 @@ def tune_memory_allocator() -> None:
     libc.mallopt(top_pad, 64 << 20)
 
 
+def probabilities(model: keras.Model, ids):
+    """Click probabilities of int ids [B, F] (float32 logits under any precision policy)."""
+    return ops.sigmoid(precision.float32_logits(model(ids, training=False)))
+
+
+def predict_in_batches(predict_batch, ids: np.ndarray, batch_size: int, pad: bool) -> np.ndarray:
+    """Probabilities float32 [N] for ids [N, F], `batch_size` rows a call; `pad` repeats a row
+    to fill a short last batch (compiled shapes). Also what `./run.sh predict` scores with, so
+    its predictions equal the runner's bit for bit."""
+    outputs = []
+    for start in range(0, len(ids), batch_size):
+        chunk = ids[start:start + batch_size]
+        rows = len(chunk)
+        if pad and rows < batch_size:
+            chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch_size - rows, axis=0)])
+        outputs.append(np.asarray(predict_batch(chunk)).reshape(-1)[:rows])
+    return np.concatenate(outputs).astype(np.float32) if outputs else np.zeros(0, np.float32)
+
+
 class SparseStep:
     """What the TensorFlow and JAX steps share: which tables get sparse updates, the optimiser
     slots, batched prediction and checkpoints of `state_tree` ({"trainable": [...],
@@ -65,15 +84,7 @@ class SparseStep:
                 for index, variable in enumerate(self.model.trainable_variables)]
 
     def predict(self, ids: np.ndarray) -> np.ndarray:
-        """Probabilities float32 [N] for ids [N, F]; pads a short last batch for compiled shapes."""
-        outputs, size = [], self.eval_batch_size
-        for start in range(0, len(ids), size):
-            chunk = ids[start:start + size]
-            rows = len(chunk)
-            if self.pads_unique and rows < size:
-                chunk = np.concatenate([chunk, np.repeat(chunk[:1], size - rows, axis=0)])
-            outputs.append(np.asarray(self.predict_batch(chunk)).reshape(-1)[:rows])
-        return np.concatenate(outputs).astype(np.float32) if outputs else np.zeros(0, np.float32)
+        return predict_in_batches(self.predict_batch, ids, self.eval_batch_size, self.pads_unique)
 
     def state(self) -> dict[str, np.ndarray]:
         """Weights, optimiser slots, step and loss scale as numpy arrays (a checkpoint)."""

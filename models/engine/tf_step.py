@@ -4,7 +4,6 @@ TensorFlow is imported inside the functions: `models/distribute.py` imports this
 from __future__ import annotations
 
 import numpy as np
-from keras import ops
 
 from models import optimizers, precision
 from models.engine import common
@@ -35,9 +34,8 @@ class TensorFlowTrainStep(common.SparseStep):
                            "slot": self.slots, "step": self.step_counter,
                            "loss_scale": self.loss_scale, "loss_scale_good_steps": self.good_steps}
         self._train = tf.function(self._train_step, jit_compile=jit_compile, reduce_retracing=True)
-        self.predict_batch = tf.function(
-            lambda ids: ops.sigmoid(precision.float32_logits(model(ids, training=False))),
-            jit_compile=jit_compile, reduce_retracing=True)
+        self.predict_batch = tf.function(lambda ids: common.probabilities(model, ids),
+                                         jit_compile=jit_compile, reduce_retracing=True)
 
     def step(self, batch) -> float:
         return float(self._train(batch.compact_ids, batch.unique_ids, batch.counts, batch.labels))
