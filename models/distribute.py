@@ -157,7 +157,7 @@ class DistributedTrainStep(TensorFlowTrainStep):
     def __init__(self, strategy, model, settings, loss_reduction, eval_batch_size):
         import tensorflow as tf
 
-        with strategy.scope():  # slots and step counter become mirrored variables
+        with strategy.scope():  # slots, step counter and rate become mirrored variables
             super().__init__(model, settings, loss_reduction, False, eval_batch_size)
         if self.loss_scale is not None:
             raise ValueError("config.train.precision: mixed_float16 is not supported with "
@@ -198,11 +198,12 @@ class DistributedTrainStep(TensorFlowTrainStep):
         step = self.step_counter.assign_add(1)
         for index, table, gradient in zip(self.table_indices, self.tables, reduced):
             strategy.extended.update(table, functools.partial(_update_table, self.settings),
-                                     args=(gradient, self.slots[index]), group=False)
+                                     args=(gradient, self.slots[index], self.rate), group=False)
         for index, variable, gradient in zip(self.dense_indices, self.dense,
                                              reduced[len(self.tables):]):
             strategy.extended.update(variable, functools.partial(update_dense, self.settings),
-                                     args=(gradient, self.slots[index], step), group=False)
+                                     args=(gradient, self.slots[index], step, self.rate),
+                                     group=False)
         return strategy.reduce(tf.distribute.ReduceOp.SUM, data_loss, axis=None)
 
     def _replica_gradients(self, compact_ids, unique_ids, counts, labels, global_rows):
@@ -227,7 +228,7 @@ class DistributedTrainStep(TensorFlowTrainStep):
         return loss - data_loss + share, share
 
 
-def _update_table(settings, table, gradient, slots):
+def _update_table(settings, table, gradient, slots, learning_rate):
     """Per-device update of one table copy from the all-reduced IndexedSlices gradient, whose
     repeated ids (one block per replica) are summed first."""
     import tensorflow as tf
@@ -235,4 +236,5 @@ def _update_table(settings, table, gradient, slots):
     unique_ids, position = tf.unique(gradient.indices)
     rows_gradient = tf.math.unsorted_segment_sum(gradient.values, position,
                                                  tf.shape(unique_ids)[0])
-    update_rows(settings, table, tf.gather(table, unique_ids), slots, unique_ids, rows_gradient)
+    update_rows(settings, table, tf.gather(table, unique_ids), slots, unique_ids, rows_gradient,
+                learning_rate=learning_rate)

@@ -61,7 +61,8 @@ def initial_slots(settings: OptimizerSettings, shape: tuple,
     return slots
 
 
-def apply(settings: OptimizerSettings, parameter, gradient, slots: dict, step=None):
+def apply(settings: OptimizerSettings, parameter, gradient, slots: dict, step=None,
+          learning_rate=None):
     """One update. Returns (new_parameter, new_slots).
 
     Args:
@@ -69,10 +70,14 @@ def apply(settings: OptimizerSettings, parameter, gradient, slots: dict, step=No
         slots: the slot values for exactly these rows (see `initial_slots`).
         step: the global step *after* this update (1 on the first step); used as Adam's count
             when `slots` has no per-row "count".
+        learning_rate: the rate of this step, a float32 scalar of the training state (the
+            runner's decay on plateau changes it without a recompile); None:
+            `settings.learning_rate`.
     """
+    rate = settings.learning_rate if learning_rate is None else learning_rate
     if settings.name == "adagrad":
         accumulator = slots["accumulator"] + gradient * gradient
-        parameter = parameter - settings.learning_rate * gradient * ops.rsqrt(accumulator)
+        parameter = parameter - rate * gradient * ops.rsqrt(accumulator)
         return parameter, {"accumulator": accumulator}
     m = settings.beta_1 * slots["m"] + (1.0 - settings.beta_1) * gradient
     v = settings.beta_2 * slots["v"] + (1.0 - settings.beta_2) * gradient * gradient
@@ -84,7 +89,7 @@ def apply(settings: OptimizerSettings, parameter, gradient, slots: dict, step=No
         count = ops.cast(step, "float32")
     # Adam as written in Kingma & Ba / Keras: lr_t = lr * sqrt(1 - b2^t) / (1 - b1^t),
     # epsilon added to sqrt(v) (not to the bias-corrected v_hat).
-    corrected_rate = settings.learning_rate * ops.sqrt(1.0 - ops.power(settings.beta_2, count)) \
+    corrected_rate = rate * ops.sqrt(1.0 - ops.power(settings.beta_2, count)) \
         / (1.0 - ops.power(settings.beta_1, count))
     parameter = parameter - corrected_rate * m / (ops.sqrt(v) + settings.epsilon)
     return parameter, new_slots

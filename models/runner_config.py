@@ -37,6 +37,13 @@ class TrainConfig:
     # means the same at any data size
     patience_epochs: float = 0.0
     min_epochs: float = 0.0  # never stop early before this many epochs
+    # < 1: multiply the learning rate by this factor after lr_decay_patience_epochs of
+    # evaluations without a new best validation logloss (again after each further such
+    # stretch), never below min_learning_rate; 1.0 = a fixed rate
+    lr_decay_factor: float = 1.0
+    # the plateau in epochs (ceil(x times evaluations per epoch), at least one evaluation)
+    lr_decay_patience_epochs: float = 0.0
+    min_learning_rate: float = 0.0
     eval_every_rows: int = 0  # 0 = evals_per_epoch evaluations per epoch
     evals_per_epoch: int = 1  # with eval_every_rows 0: evenly spaced, the last at the epoch's end
     eval_batch_size: int = 10_000
@@ -69,7 +76,8 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"config.train.{name}: must be >= 1, got {getattr(self, name)}")
         for name in ("early_stopping_patience", "eval_every_rows", "checkpoint_every_steps",
-                     "patience_epochs", "min_epochs"):
+                     "patience_epochs", "min_epochs", "lr_decay_patience_epochs",
+                     "min_learning_rate"):
             if getattr(self, name) < 0:
                 raise ValueError(f"config.train.{name}: must be >= 0, got {getattr(self, name)}")
         if not 0 < self.negative_sampling_rate <= 1:
@@ -77,6 +85,9 @@ class TrainConfig:
                              f"{self.negative_sampling_rate}")
         if self.learning_rate <= 0:
             raise ValueError(f"config.train.learning_rate: must be > 0, got {self.learning_rate}")
+        if not 0 < self.lr_decay_factor <= 1:
+            raise ValueError("config.train.lr_decay_factor: must be in (0, 1] (1 = no decay), "
+                             f"got {self.lr_decay_factor}")
 
 
 @dataclasses.dataclass(frozen=True)

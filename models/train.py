@@ -2,12 +2,13 @@
 
 Reads `artifacts/<TAG>/<train.input_stage>/` (03_hash or 04_leaves, verified by
 `open_field_files`), builds `model.arch` from the registry with the YAML's hyperparameters,
-trains with sparse row updates (`models/engine/`), early-stops on validation logloss and hands
+trains with sparse row updates (`models/engine/`), early-stops on validation logloss (and, with
+`train.lr_decay_factor` < 1, lowers the learning rate on plateaus of it) and hands
 the best weights' predictions to the publisher (`models/learner.py`), which writes
 `artifacts/<TAG>/05_train/<ID>/` atomically; the runner adds model.keras and tensorboard/ (event
 files). A model whose config, inputs and code are unchanged is skipped.
 
-Checkpoints (weights, optimiser slots, data position, history) go to
+Checkpoints (weights, optimiser slots, learning rate, data position, history) go to
 `05_train/.checkpoints/<ID>/` every `checkpoint_every_steps`; `--resume` continues from there. The
 data order is a function of (seed, epoch) and dropout state lives in model variables, so a resumed
 deterministic run ends bit-identical to an uninterrupted one.
@@ -56,6 +57,7 @@ class Progress:
     best_examples: int = 0
     best_steps: int = -1
     evaluations_without_improvement: int = 0
+    learning_rate_decays: int = 0
     last_eval_examples: int = -1
     stopped_early: bool = False
     history: list = dataclasses.field(default_factory=list)
@@ -225,6 +227,17 @@ class TrainingRun:
         self.progress = Progress()
         self.summary = report.SummaryWriter(self.checkpoint_dir / "tensorboard")
         self.eval_every, self.patience = evaluation_schedule(train, rows)
+        self.decay_patience = evaluations_in(train.lr_decay_patience_epochs, self.eval_every, rows)
+        if self.decays and self.patience and self.decay_patience >= self.patience:
+            print(f"[{stage.label}] train.lr_decay_patience_epochs ({self.decay_patience} "
+                  f"evaluations) is not shorter than the early-stopping patience "
+                  f"({self.patience}): the rate decays only while min_epochs holds off the stop",
+                  flush=True)
+
+    @property
+    def decays(self) -> bool:
+        """Whether the learning rate decays on a plateau (train.lr_decay_factor < 1)."""
+        return self.train.lr_decay_factor < 1
 
     def restore_checkpoint(self) -> None:
         path = self.checkpoint_dir / "checkpoint.npz"
@@ -241,7 +254,9 @@ class TrainingRun:
         self.step.load_state(arrays)
         self.progress = Progress(**saved["progress"])
         print(f"[{self.stage.label}] resumed at epoch {self.progress.epoch}, "
-              f"step {self.progress.steps}", flush=True)
+              f"step {self.progress.steps}"
+              + (f", learning rate {self.step.learning_rate:.4g}" if self.decays else ""),
+              flush=True)
 
     def save_checkpoint(self) -> None:
         payload = json.dumps({"fingerprint": self.stage.fingerprint(),
@@ -325,12 +340,14 @@ class TrainingRun:
                                                 self.train.negative_sampling_rate)
         valid_logloss, valid_auc = logloss_and_auc(self.valid_labels, predictions)
         train_logloss = progress.loss_sum / progress.loss_rows if progress.loss_rows else None
-        progress.history.append({
-            "steps": progress.steps, "examples": progress.examples,
-            "epoch": progress.examples / self.train_rows, "train_logloss": train_logloss,
-            "valid_logloss": valid_logloss, "valid_auc": valid_auc,
-            "train_seconds": progress.train_seconds})
-        self.summary.scalars(progress.examples, valid_logloss=valid_logloss, valid_auc=valid_auc)
+        row = {"steps": progress.steps, "examples": progress.examples,
+               "epoch": progress.examples / self.train_rows, "train_logloss": train_logloss,
+               "valid_logloss": valid_logloss, "valid_auc": valid_auc,
+               "train_seconds": progress.train_seconds}
+        rate = {"learning_rate": self.step.learning_rate} if self.decays else {}
+        progress.history.append({**row, **rate})  # the rate the steps since the last one used
+        self.summary.scalars(progress.examples, valid_logloss=valid_logloss, valid_auc=valid_auc,
+                             **rate)
         progress.loss_sum, progress.loss_rows = 0.0, 0
         progress.last_eval_examples = progress.examples
         if valid_logloss < progress.best_logloss:
@@ -346,8 +363,26 @@ class TrainingRun:
         tqdm.write(f"[{self.stage.label}] epoch {progress.examples / self.train_rows:.2f}: "
                    f"valid logloss {valid_logloss:.5f} AUC {valid_auc:.4f}"
                    + (" (best)" if progress.best_steps == progress.steps else ""))
+        if self.decays and not progress.stopped_early:
+            self._decay_on_plateau()
         if self.on_evaluate is not None and self.on_evaluate(len(progress.history), valid_logloss):
             progress.stopped_early = True
+
+    def _decay_on_plateau(self) -> None:
+        """Multiplies the step's learning rate by lr_decay_factor (not below min_learning_rate)
+        after every `decay_patience` evaluations in a row without a new best."""
+        progress, train = self.progress, self.train
+        plateau = progress.evaluations_without_improvement
+        if not plateau or plateau % self.decay_patience:
+            return
+        old = self.step.learning_rate
+        new = float(np.float32(max(old * train.lr_decay_factor, train.min_learning_rate)))
+        if new >= old:
+            return
+        self.step.learning_rate = new
+        progress.learning_rate_decays += 1
+        tqdm.write(f"[{self.stage.label}] no new best for {plateau} evaluations: learning rate "
+                   f"{old:.4g} -> {new:.4g}")
 
     def restore_best(self) -> None:
         """The weights of the best evaluation, in the model too."""
@@ -380,7 +415,9 @@ class TrainingRun:
                    "improving_at_cap": self.improving_at_cap, "train_rows": self.train_rows,
                    "backend": keras.backend.backend(),
                    "negative_sampling_rate": train.negative_sampling_rate,
-                   "device": self.device})
+                   "device": self.device,
+                   **({"learning_rate_decays": progress.learning_rate_decays,
+                       "final_learning_rate": self.step.learning_rate} if self.decays else {})})
 
 
 def evaluation_schedule(train: TrainConfig, train_rows: int) -> tuple[int, int]:
@@ -391,8 +428,14 @@ def evaluation_schedule(train: TrainConfig, train_rows: int) -> tuple[int, int]:
                                       if train.evals_per_epoch > 1 else 0)
     if not train.patience_epochs:
         return every, train.early_stopping_patience
+    return every, evaluations_in(train.patience_epochs, every, train_rows)
+
+
+def evaluations_in(epochs: float, every: int, train_rows: int) -> int:
+    """The evaluations made in `epochs` epochs (at least one) when they come every `every`
+    rows (0: at epoch ends)."""
     per_epoch = train_rows / every if every else 1.0
-    return every, max(1, math.ceil(train.patience_epochs * per_epoch - 1e-9))
+    return max(1, math.ceil(epochs * per_epoch - 1e-9))
 
 
 def save_npz_atomically(path: Path, arrays: dict) -> None:

@@ -60,8 +60,11 @@ def predict_in_batches(predict_batch, ids: np.ndarray, batch_size: int, pad: boo
 class SparseStep:
     """What the TensorFlow and JAX steps share: which tables get sparse updates, the optimiser
     slots, batched prediction and checkpoints of `state_tree` ({"trainable": [...],
-    "non_trainable": [...], "slot": [{"m": ...}, ...], "step": ..., "loss_scale": ... or None,
-    "loss_scale_good_steps": ...}: tf.Variables for TensorFlow, arrays for JAX).
+    "non_trainable": [...], "slot": [{"m": ...}, ...], "step": ..., "learning_rate": float32
+    scalar, "loss_scale": ... or None, "loss_scale_good_steps": ...}: tf.Variables for
+    TensorFlow, arrays for JAX). The learning rate is state, not a constant of the compiled
+    step: `learning_rate = value` changes it between steps without a recompile, and a checkpoint
+    keeps it.
 
     A subclass sets `pads_unique` (whether unique ids are padded) and `state_tree`, and defines
     `predict_batch(ids) -> probabilities`, `to_numpy(leaf)` and `load_leaf(leaf, array)`.
@@ -82,6 +85,16 @@ class SparseStep:
         return [optimizers.initial_slots(self.settings, tuple(variable.shape),
                                          per_row=index in self.table_indices)
                 for index, variable in enumerate(self.model.trainable_variables)]
+
+    @property
+    def learning_rate(self) -> float:
+        """The rate the next steps use (starts at `settings.learning_rate`)."""
+        return float(self.to_numpy(self.state_tree["learning_rate"]))
+
+    @learning_rate.setter
+    def learning_rate(self, value: float) -> None:
+        leaf = self.load_leaf(self.state_tree["learning_rate"], np.asarray(value, np.float32))
+        self.state_tree = {**self.state_tree, "learning_rate": leaf}
 
     def predict(self, ids: np.ndarray) -> np.ndarray:
         return predict_in_batches(self.predict_batch, ids, self.eval_batch_size, self.pads_unique)
@@ -149,13 +162,15 @@ def batch_loss(logits, labels, rows, counts, layers, reduction: str, extra_losse
     return loss, data_loss
 
 
-def updated_rows(settings, rows, gradient, slot_rows: dict, counts=None):
-    """(new rows, new slot rows) of one table from rows, gradient [U, D] and the slot rows.
+def updated_rows(settings, rows, gradient, slot_rows: dict, counts=None, learning_rate=None):
+    """(new rows, new slot rows) of one table from rows, gradient [U, D] and the slot rows, at
+    `learning_rate` (see `optimizers.apply`).
 
     `counts` [U] when unique ids are padded (repeats of unique_ids[0] with count 0): padding
     positions get position 0's new values, so a scatter at unique_ids writes one value per id
     however duplicates are ordered. None for exact unique ids."""
-    new_rows, new_slot_rows = optimizers.apply(settings, rows, gradient, slot_rows)
+    new_rows, new_slot_rows = optimizers.apply(settings, rows, gradient, slot_rows,
+                                               learning_rate=learning_rate)
     if counts is None:
         return new_rows, new_slot_rows
 

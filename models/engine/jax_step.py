@@ -1,9 +1,10 @@
 """The JAX training step: a pure jitted function `state -> state` over a pytree held here.
 
-JAX arrays are immutable, so training state (weights, slots, step) lives in `state_tree`, the
-model runs in a `keras.StatelessScope`, and tables are updated with `.at[unique_ids].set(...)` on
-a donated buffer (in place after compilation). Batches are always padded (`pads_unique`), so jit
-compiles a few shapes. The Keras variables are stale during training; `sync_model()` updates them.
+JAX arrays are immutable, so training state (weights, slots, step, learning rate) lives in
+`state_tree`, the model runs in a `keras.StatelessScope`, and tables are updated with
+`.at[unique_ids].set(...)` on a donated buffer (in place after compilation). Batches are always
+padded (`pads_unique`), so jit compiles a few shapes. The Keras variables are stale during
+training; `sync_model()` updates them.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class JaxTrainStep(common.SparseStep):
             "slot": [{name: jnp.asarray(value) for name, value in slots.items()}
                       for slots in self.initial_slots()],
             "step": jnp.zeros((), jnp.int32),
+            "learning_rate": jnp.asarray(settings.learning_rate, jnp.float32),  # an argument
         }
         if precision.needs_loss_scale(model):  # float16 (models/precision.py)
             self.state_tree["loss_scale"] = jnp.asarray(precision.INITIAL_LOSS_SCALE, jnp.float32)
@@ -81,19 +83,19 @@ class JaxTrainStep(common.SparseStep):
     def _apply_gradients(self, state, rows, row_gradients, dense_gradients, non_trainable,
                          unique_ids, counts):
         """The new state after one sparse-row / dense update."""
-        trainable, slots = state["trainable"], state["slot"]
+        trainable, slots, rate = state["trainable"], state["slot"], state["learning_rate"]
         step = state["step"] + 1
         new_trainable, new_slots = list(trainable), list(slots)
         for index, table_rows, gradient in zip(self.table_indices, rows, row_gradients):
             slot_rows = {name: slot[unique_ids] for name, slot in slots[index].items()}
             updated, updated_slots = common.updated_rows(self.settings, table_rows, gradient,
-                                                         slot_rows, counts)
+                                                         slot_rows, counts, rate)
             new_trainable[index] = trainable[index].at[unique_ids].set(updated)
             new_slots[index] = {name: slots[index][name].at[unique_ids].set(value)
                                 for name, value in updated_slots.items()}
         for index, gradient in zip(self.dense_indices, dense_gradients):
             new_trainable[index], new_slots[index] = optimizers.apply(
-                self.settings, trainable[index], gradient, slots[index], step)
+                self.settings, trainable[index], gradient, slots[index], step, rate)
         return {**state, "trainable": new_trainable, "non_trainable": non_trainable,
                 "slot": new_slots, "step": step}
 

@@ -26,12 +26,14 @@ class TensorFlowTrainStep(common.SparseStep):
         self.slots = [{name: tf.Variable(value, trainable=False) for name, value in slots.items()}
                       for slots in self.initial_slots()]
         self.step_counter = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.rate = tf.Variable(settings.learning_rate, dtype=tf.float32, trainable=False)
         self.loss_scale = self.good_steps = None  # float16 only (models/precision.py)
         if precision.needs_loss_scale(model):
             self.loss_scale = tf.Variable(precision.INITIAL_LOSS_SCALE, trainable=False)
             self.good_steps = tf.Variable(0, dtype=tf.int32, trainable=False)
         self.state_tree = {"trainable": trainable, "non_trainable": model.non_trainable_variables,
                            "slot": self.slots, "step": self.step_counter,
+                           "learning_rate": self.rate,
                            "loss_scale": self.loss_scale, "loss_scale_good_steps": self.good_steps}
         self._train = tf.function(self._train_step, jit_compile=jit_compile, reduce_retracing=True)
         self.predict_batch = tf.function(lambda ids: common.probabilities(model, ids),
@@ -86,10 +88,10 @@ class TensorFlowTrainStep(common.SparseStep):
         for index, table, table_rows, gradient in zip(self.table_indices, self.tables, rows,
                                                       gradients):
             update_rows(self.settings, table, table_rows, self.slots[index], unique_ids,
-                        gradient, counts if self.pads_unique else None)
+                        gradient, counts if self.pads_unique else None, self.rate)
         for index, variable, gradient in zip(self.dense_indices, self.dense,
                                              gradients[len(rows):]):
-            update_dense(self.settings, variable, gradient, self.slots[index], step)
+            update_dense(self.settings, variable, gradient, self.slots[index], step, self.rate)
 
     to_numpy = staticmethod(lambda variable: np.asarray(variable.numpy()))
 
@@ -102,26 +104,36 @@ class TensorFlowTrainStep(common.SparseStep):
         """The Keras variables are the training state here; nothing to copy."""
 
 
-def update_rows(settings, table, table_rows, slots: dict, unique_ids, gradient, counts=None):
+def update_rows(settings, table, table_rows, slots: dict, unique_ids, gradient, counts=None,
+                learning_rate=None):
     """Sparse update of `table` (a tf.Variable) at `unique_ids` and of its slot rows.
 
     Args:
         table_rows, gradient: [U, D], the current rows and their gradient.
         counts: [U] when unique ids are padded (see `common.updated_rows`), else None.
+        learning_rate: the step's rate variable (None: `settings.learning_rate`).
     """
     import tensorflow as tf
 
     slot_rows = {name: tf.gather(slot, unique_ids) for name, slot in slots.items()}
     new_rows, new_slot_rows = common.updated_rows(settings, table_rows, gradient, slot_rows,
-                                                  counts)
+                                                  counts, _read(learning_rate))
     for variable, value in [(table, new_rows)] + [(slots[name], new_slot_rows[name])
                                                   for name in slots]:
         variable.scatter_update(tf.IndexedSlices(value, unique_ids))
 
 
-def update_dense(settings, variable, gradient, slots: dict, step) -> None:
+def update_dense(settings, variable, gradient, slots: dict, step, learning_rate=None) -> None:
     """Dense update of a tf.Variable and its slot variables; `step` is the global step."""
-    value, new_slots = optimizers.apply(settings, variable, gradient, dict(slots), step)
+    value, new_slots = optimizers.apply(settings, variable, gradient, dict(slots), step,
+                                        _read(learning_rate))
     variable.assign(value)
     for name, slot_value in new_slots.items():
         slots[name].assign(slot_value)
+
+
+def _read(variable):
+    """The value of a rate variable (None stays None)."""
+    import tensorflow as tf
+
+    return None if variable is None else tf.convert_to_tensor(variable)
