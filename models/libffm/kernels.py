@@ -3,8 +3,9 @@
 Field rows (the field files, and libFFM text of one `a:id:1` per field a in order: feature a
 belongs to field a, value 1) have their own kernels, with no per-pair field or value lookups;
 sparse rows (CSR, from any other libFFM text) take any fields and values. Predictions skip
-features whose index or field training never saw (>= n, >= m), as libffm does; training rows
-have none (n and m come from them). The state layout and the SIMD helpers are described in `intrinsics`.
+features whose index or field training never saw (>= n, >= m), as libffm does, and so does the
+sparse training pass; the field training pass does not check (n and m come from its rows). The
+state layout and the SIMD helpers are described in `intrinsics`.
 
 Training runs lock-free over threads (Hogwild, like libffm's OpenMP loop): `prange` over the
 epoch's order, `nogil`, no atomics.
