@@ -8,6 +8,8 @@ KERAS_BACKEND=jax.
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -42,14 +44,17 @@ def batches(count=3, seed=0):
              rng.integers(0, 2, BATCH).astype(np.float32)) for _ in range(count)]
 
 
-def run_step(settings, sparse_l2, reduction, pad):
-    """Trains TinyLR on `batches()` with the runner's step.
+def run_step(settings, sparse_l2, reduction, pad, learning_rate=None):
+    """Trains TinyLR on `batches()` with the runner's step (at `learning_rate`, set on the step
+    after it is built, when given).
 
-    Returns (initial, final) states, renamed: "table", "bias", "table/<slot>"."""
+    Returns (initial, final) states, renamed: "table", "bias", "table/<slot>", and the step."""
     keras.utils.set_random_seed(0)
     model = TinyLR(sparse_l2=sparse_l2)
     model(np.zeros((1, FIELDS), np.int32))
     step = create_train_step(model, settings, reduction, jit_compile=pad, eval_batch_size=16)
+    if learning_rate is not None:
+        step.learning_rate = learning_rate
     index = step.table_indices[0]
     names = {f"trainable/{index}": "table", f"trainable/{1 - index}": "bias",
              **{f"slot/{index}/{slot}": f"table/{slot}"
@@ -62,7 +67,7 @@ def run_step(settings, sparse_l2, reduction, pad):
     pad_limit = BATCH * FIELDS if step.pads_unique else None
     for number, (ids, labels) in enumerate(batches(), 1):
         step.step(data.compact_batch(ids, labels, number, pad_limit))
-    return initial, renamed(step.state())
+    return initial, renamed(step.state()), step
 
 
 def reference(settings, table, bias, sparse_l2, reduction):
@@ -110,7 +115,7 @@ SETTINGS = [optimizers.OptimizerSettings("adam", 0.05),
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 @pytest.mark.parametrize("pad", [False, True], ids=["exact", "padded"])
 def test_sparse_update_matches_numpy_reference(settings, reduction, pad):
-    initial, final = run_step(settings, sparse_l2=0.1, reduction=reduction, pad=pad)
+    initial, final, _ = run_step(settings, sparse_l2=0.1, reduction=reduction, pad=pad)
     table, bias, accumulator, counts = reference(
         settings, initial["table"], initial["bias"], 0.1, reduction)
     np.testing.assert_allclose(final["table"][:, 0], table, rtol=2e-5, atol=1e-6)
@@ -121,9 +126,45 @@ def test_sparse_update_matches_numpy_reference(settings, reduction, pad):
         np.testing.assert_allclose(final["table/accumulator"][:, 0], accumulator, rtol=2e-5)
 
 
+def traces(step) -> int:
+    """How often the step's training function was compiled (traced) so far."""
+    train = step._train
+    if hasattr(train, "experimental_get_tracing_count"):  # tf.function
+        return train.experimental_get_tracing_count()
+    return train._cache_size()  # jax.jit
+
+
+@pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: s.name)
+@pytest.mark.parametrize("pad", [False, True], ids=["exact", "padded"])
+def test_the_learning_rate_is_state_that_the_compiled_step_reads(settings, pad):
+    """A rate set on the step is the one its updates use (the reference at that rate), it is in
+    the checkpoint state, and changing it between steps compiles nothing new: at rate 0 the
+    next step leaves every weight as it was."""
+    half = dataclasses.replace(settings, learning_rate=settings.learning_rate / 2)
+    initial, final, step = run_step(settings, sparse_l2=0.1, reduction="mean", pad=pad,
+                                    learning_rate=half.learning_rate)
+    table, bias, _, _ = reference(half, initial["table"], initial["bias"], 0.1, "mean")
+    np.testing.assert_allclose(final["table"][:, 0], table, rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(final["bias"], bias, rtol=2e-5, atol=1e-6)
+    assert step.learning_rate == np.float32(half.learning_rate)
+    assert step.state()["learning_rate"] == np.float32(half.learning_rate)
+
+    compiled = traces(step)
+    step.learning_rate = 0.0
+    ids, labels = batches()[-1]  # shapes the step has compiled for
+    step.step(data.compact_batch(ids, labels, 4, BATCH * FIELDS if step.pads_unique else None))
+    weights = step.weights()
+    for name in weights:
+        np.testing.assert_array_equal(weights[name], final["table" if name.endswith(
+            f"/{step.table_indices[0]}") else "bias"], err_msg=name)
+    assert traces(step) == compiled
+    step.load_state({**step.state(), "learning_rate": np.float32(0.25)})
+    assert step.learning_rate == 0.25
+
+
 @pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: s.name)
 def test_only_touched_rows_and_slots_change(settings):
-    initial, final = run_step(settings, sparse_l2=0.5, reduction="mean", pad=False)
+    initial, final, _ = run_step(settings, sparse_l2=0.5, reduction="mean", pad=False)
     untouched = slice(VOCABULARY // 2, None)
     for name in initial:
         if name.startswith("table"):
@@ -136,8 +177,8 @@ def test_only_touched_rows_and_slots_change(settings):
 def test_sparse_l2_pulls_looked_up_rows_towards_zero():
     """A strong sparse L2 shrinks the touched rows and leaves the others exactly as they were."""
     settings = optimizers.OptimizerSettings("adagrad", 0.1)
-    _, plain = run_step(settings, sparse_l2=0.0, reduction="sum", pad=False)
-    _, regularised = run_step(settings, sparse_l2=5.0, reduction="sum", pad=False)
+    _, plain, _ = run_step(settings, sparse_l2=0.0, reduction="sum", pad=False)
+    _, regularised, _ = run_step(settings, sparse_l2=5.0, reduction="sum", pad=False)
     touched = slice(0, VOCABULARY // 2)
     assert np.abs(regularised["table"][touched]).sum() < np.abs(plain["table"][touched]).sum()
     np.testing.assert_array_equal(regularised["table"][VOCABULARY // 2:],

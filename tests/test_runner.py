@@ -1,8 +1,9 @@
 """The training runner (`python -m models.train`) on tiny field files built here.
 
 Covers: outputs and metrics of a published model, skip when up to date, strict configs, early
-stopping with best weights restored, resume after a kill == uninterrupted run, the batch stream,
-and a JAX-backend run of the train-step tests in a subprocess.
+stopping with best weights restored, resume after a kill == uninterrupted run, the learning-rate
+decay on plateaus (and its resume), the auto preset by row count, the batch stream, and a
+JAX-backend run of the train-step tests in a subprocess.
 """
 
 from __future__ import annotations
@@ -274,6 +275,10 @@ def test_config_is_strict(tmp_path):
         load_runner_config(path, "tiny")
     with pytest.raises(ValueError, match="batch_size: must be >= 1"):
         load_runner_config(path, overrides=["train.batch_size=0"])
+    with pytest.raises(ValueError, match="lr_decay_factor: must be in"):
+        load_runner_config(path, overrides=["train.lr_decay_factor=1.5"])
+    assert load_runner_config(path, overrides=["train.lr_decay_factor=0.5"]) \
+        .train.lr_decay_factor == 0.5
 
 
 def test_every_model_id_has_a_config_that_loads_in_both_presets():
@@ -294,7 +299,9 @@ def test_train_step_under_jax_backend():
     environment = {**os.environ, "KERAS_BACKEND": "jax"}
     tests = ["tests/test_optimizers.py",
              "tests/test_runner.py::test_early_stopping_restores_best_weights",
-             "tests/test_runner.py::test_resume_after_kill_ends_bit_identical"]
+             "tests/test_runner.py::test_resume_after_kill_ends_bit_identical",
+             "tests/test_runner.py::test_learning_rate_decays_on_a_plateau_and_off_changes_nothing",
+             "tests/test_runner.py::test_resume_after_kill_keeps_the_decayed_learning_rate"]
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                              *tests], cwd=REPO_ROOT, env=environment, capture_output=True,
                             text=True, timeout=180, check=False)
@@ -333,6 +340,97 @@ def test_early_stopping_never_ends_before_min_epochs_and_logs_an_improving_cap(c
     assert metrics["ended_by"] == "epoch_cap" and metrics["improving_at_cap"]
     assert "the epoch cap (train.epochs 2) ended training while validation logloss was still " \
         "improving" in capsys.readouterr().out
+
+
+def decaying(**train) -> RunnerConfig:
+    """LR memorising noise (validation stops improving early) with the rate halved after each
+    evaluation without a new best (2 per epoch, a plateau of half an epoch), floor 0.05."""
+    return RunnerConfig(model={"arch": "lr"}, train=TrainConfig(**{
+        "batch_size": 100, "epochs": 3, "learning_rate": 0.3, "early_stopping_patience": 0,
+        "evals_per_epoch": 2, "eval_batch_size": 500, "deterministic": True,
+        "lr_decay_factor": 0.5, "lr_decay_patience_epochs": 0.5, "min_learning_rate": 0.05,
+        **train}))
+
+
+def decay_rule(losses, rate=0.3, factor=0.5, floor=0.05) -> tuple[list[float], float]:
+    """(the rate in effect at each evaluation, the rate after the last) that a decay on every
+    evaluation without a new best gives for these validation loglosses."""
+    rates, best = [], float("inf")
+    for loss in losses:
+        rates.append(rate)
+        if loss < best:
+            best = loss
+        else:
+            rate = max(rate * factor, floor)
+    return rates, rate
+
+
+def test_learning_rate_decays_on_a_plateau_and_off_changes_nothing(capsys):
+    make_field_files("noise", rows=(2000, 1000, 100), noise=True)
+    metrics = train_model("noise", "decay", decaying())
+    history = _history("noise", "decay")
+    rates, final = decay_rule([row["valid_logloss"] for row in history])
+    assert len(history) == 6 and [row["learning_rate"] for row in history] == \
+        pytest.approx(rates, rel=1e-6)
+    decays = sum(after < before for before, after in zip(rates, rates[1:] + [final]))
+    assert decays >= 2 and metrics["learning_rate_decays"] == decays
+    assert metrics["final_learning_rate"] == pytest.approx(final, rel=1e-6) and final >= 0.05
+    assert "no new best for 1 evaluations: learning rate 0.3 -> 0.15" in capsys.readouterr().out
+
+    fixed = train_model("noise", "fixed", decaying(lr_decay_factor=1.0))  # the default
+    plain = _history("noise", "fixed")
+    assert "learning_rate" not in plain[0] and "learning_rate_decays" not in fixed
+    first = next(index for index, rate in enumerate(rates) if rate < 0.3)
+    # the same run up to the first decay, another one after it: the rate reached the optimiser
+    assert [row["valid_logloss"] for row in plain[:first]] == \
+        [row["valid_logloss"] for row in history[:first]]
+    assert plain[first]["valid_logloss"] != history[first]["valid_logloss"]
+
+
+def test_resume_after_kill_keeps_the_decayed_learning_rate(capsys):
+    make_field_files("straight", rows=(2000, 1000, 100), noise=True)
+    make_field_files("killed", rows=(2000, 1000, 100), noise=True)
+    config = decaying(epochs=2, checkpoint_every_steps=3)
+    train_model("straight", "lr", config)
+    history = _history("straight", "lr")
+    first = next(index for index, row in enumerate(history) if row["learning_rate"] < 0.3)
+    decayed_at = int(history[first - 1]["steps"])  # the evaluation that lowered the rate
+    assert train_model("killed", "lr", config, interrupt_after_steps=decayed_at + 4) is None
+    with np.load(stage_dir("killed", "05_train") / ".checkpoints/lr/checkpoint.npz") as saved:
+        assert saved["learning_rate"] == np.float32(history[first]["learning_rate"])
+    capsys.readouterr()
+    train_model("killed", "lr", config, resume=True)
+    assert f"learning rate {history[first]['learning_rate']:.4g}" in capsys.readouterr().out
+    untimed = [{key: value for key, value in row.items() if key != "train_seconds"}
+               for row in history]
+    assert [{key: value for key, value in row.items() if key != "train_seconds"}
+            for row in _history("killed", "lr")] == untimed
+    for name in ("valid.pred.npy", "test.pred.npy"):
+        np.testing.assert_array_equal(np.load(stage_dir("straight", "05_train", "lr") / name),
+                                      np.load(stage_dir("killed", "05_train", "lr") / name))
+
+
+@pytest.mark.parametrize("rows, source, asked, chosen", [
+    (8_571, "real", "auto", "small"),       # the 10,000-row head of train.txt
+    (499_999, "real", "auto", "small"),
+    (500_000, "real", "auto", "paper"),     # SMALL_TRAIN_ROWS and above
+    (39_291_958, "real", "auto", "paper"),  # full Criteo
+    (8_571, "real", "paper", "paper"),      # an explicit preset wins
+    (39_291_958, "real", "demo", "demo"),
+    (170_000, "synthetic", "auto", "demo"),
+])
+def test_the_auto_preset_follows_the_training_row_count(rows, source, asked, chosen):
+    from models.cli import SMALL_TRAIN_ROWS, preset_for
+
+    assert SMALL_TRAIN_ROWS == 500_000
+    assert preset_for("unbuilt", asked) == ("demo" if asked == "auto" else asked)
+    directory = stage_dir("sized", "03_hash")
+    directory.mkdir(parents=True)
+    FieldSpec(fields=(Field("C0", "cat", 10, 0),), rows={"train": rows, "valid": 10, "test": 10},
+              hashing={"mode": "xxh64"}, min_count={"cat": 1},
+              label_rate={"train": 0.25, "valid": 0.25}, test_id_start=60_000_000,
+              extra={"source": source}).write(directory)
+    assert preset_for("sized", asked) == chosen
 
 
 def test_fnn_starts_from_a_trained_fm_when_its_config_says_so():
