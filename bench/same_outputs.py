@@ -7,8 +7,9 @@ Checks out each revision into a temporary git worktree (sharing this checkout's 
 `./run.sh --tag same --rows N` there (stages 00-08, each side with its own artifacts/ and
 submissions/), then compares every data file the two runs wrote: field files, vocabularies,
 leaves, predictions, calibrated and blended scores, and the submission's CSV text after
-decompression, the `.keras` files without their save time. Manifests, logs, timings and figures
-are left out (they hold times and code fingerprints, which differ by design). Prints one line per differing file and exits 1 if any.
+decompression, the `.keras` files without their save time, and the outcome keys of metrics.json.
+Manifests, resolved configs, logs, timings and figures are left out (they hold times, code
+fingerprints and config keys a change may add, which differ by design). Prints one line per differing file and exits 1 if any.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_SUFFIXES = {".npy", ".npz", ".bin", ".ffm", ".txt", ".csv", ".gz", ".u32", ".i32", ".f32",
                  ".keras", ".json"}
+# records of a run rather than its data (times, fingerprints; resolved configs gain new keys)
 SKIPPED_NAMES = {"manifest.json", "tag.json", "metrics.json", "history.csv", "config.json",
-                 "trials.csv", "raw.json", "submission.json"}
+                 "config.resolved.json", "trials.csv", "raw.json", "submission.json"}
 STAMP = re.compile(r"\d{8}-\d{6}_")  # the time prefix of a submission's file name
 # metrics.json keys that are outcomes, not times or machine facts
 OUTCOME_KEYS = ("valid_logloss", "valid_auc", "valid_rows", "epochs", "best_epoch")
