@@ -9,7 +9,8 @@ submissions/), then compares every data file the two runs wrote: field files, vo
 leaves, predictions, calibrated and blended scores, and the submission's CSV text after
 decompression, the `.keras` files without their save time, and the outcome keys of metrics.json.
 Manifests, resolved configs, logs, timings and figures are left out (they hold times, code
-fingerprints and config keys a change may add, which differ by design). Prints one line per differing file and exits 1 if any.
+fingerprints and config keys a change may add, which differ by design). Prints one line per
+differing file and exits 1 if any.
 """
 
 from __future__ import annotations
