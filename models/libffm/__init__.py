@@ -17,7 +17,9 @@ in numba:
 
 Inputs (`data.stage`, `data.format`): the field files (`03_hash`: 39 fields, `04_leaves`: 69 with
 the GBDT leaf fields) read as int32 memmaps, the fast path; or libFFM text (`04_export/*.ffm`,
-`04_leaves/*.ffm`), converted once to binary CSR files and streamed from them, for any libFFM file.
+`04_leaves/*.ffm`), parsed once in parallel parts into binary files and streamed from them: a file
+of one `f:id:1` per field in field order (stage 04's exports) becomes field rows like the field
+files, any other libFFM file CSR rows.
 Neither is ever loaded whole: an epoch reads `shuffle_block_rows` contiguous rows at a time (block
 order and rows within a block shuffled; 0 = one uniform permutation over the memmap, libffm's
 order, fast only when the file fits in the page cache). The model state, n·m·k weights and as
@@ -31,8 +33,8 @@ Outputs `artifacts/<TAG>/05_train/<ID>/`: what the publisher writes for every le
 `model.txt` for the binary engine).
 
 Modules: `config` (the YAML's dataclasses), `intrinsics` (LLVM SIMD helpers and the state
-layout), `kernels` (numba training and prediction passes), `rows` (field-file and CSR row
-sources, libFFM text -> CSR), `trainer` (state, epochs, fit: the numba engine), `binary` (the
+layout), `kernels` (numba training and prediction passes), `rows` (field-row and CSR row
+sources, libFFM text -> either), `trainer` (state, epochs, fit: the numba engine), `binary` (the
 ffm-train engine), `learner` (the stage, the fit and the tuning trial the publisher and the
 search call). This package re-exports what the rest of
 the project uses.
