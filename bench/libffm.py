@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -258,6 +259,13 @@ def child(directory: Path, args) -> None:
                                                   for entry in result.history]}))
 
 
+def children_cpu_seconds() -> float:
+    """User + system CPU seconds of every waited-for child process so far: unlike wall time,
+    not inflated by CPU time the VM's host takes away (steal) on a shared machine."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def against(directory: Path, args) -> dict:
     directory = directory.resolve()  # ffm-train runs in a work folder
     labels = text_labels(directory / "valid.ffm")
@@ -272,17 +280,21 @@ def against(directory: Path, args) -> dict:
                 with tempfile.TemporaryDirectory(dir=args.tmp) as work:
                     runner = run_ours if side == "ours" else \
                         (lambda *a: run_libffm(programs, *a))
+                    cpu_before = children_cpu_seconds()
                     figures[side] = runner(directory, args, Path(work))
+                    figures[side]["cpu"] = children_cpu_seconds() - cpu_before
                 figures[side]["valid_logloss"] = logloss(labels, figures[side].pop("valid"))
             figures["ratio_whole"] = figures["ours"]["whole"] / figures["libffm"]["whole"]
+            figures["ratio_cpu"] = figures["ours"]["cpu"] / figures["libffm"]["cpu"]
             figures["ratio_epoch"] = (float(np.median(figures["ours"]["epoch_seconds"]))
                                       / float(np.median(figures["libffm"]["epoch_seconds"])))
             rounds.append(figures)
             print_round(number + 1, sides, figures)
     summary = {side: float(np.median([r[side] for r in rounds]))
-               for side in ("ratio_whole", "ratio_epoch")}
+               for side in ("ratio_whole", "ratio_cpu", "ratio_epoch")}
     print(f"median over {args.rounds} rounds, ours / libffm: whole process "
-          f"{summary['ratio_whole']:.2f}, per epoch {summary['ratio_epoch']:.2f}", flush=True)
+          f"{summary['ratio_whole']:.2f} (CPU {summary['ratio_cpu']:.2f}), per epoch "
+          f"{summary['ratio_epoch']:.2f}", flush=True)
     return {"rounds": rounds, **summary}
 
 
@@ -292,9 +304,11 @@ def print_round(number: int, sides, figures: dict) -> None:
         result = figures[side]
         parts = ", ".join(f"{name} {seconds:.2f}" for name, seconds in result["parts"].items())
         epochs = " ".join(f"{seconds:.2f}" for seconds in result["epoch_seconds"])
-        print(f"  {side:6} whole {result['whole']:.2f} s; epochs {epochs} s; valid logloss "
+        print(f"  {side:6} whole {result['whole']:.2f} s ({result['cpu']:.2f} CPU s); epochs "
+              f"{epochs} s; valid logloss "
               f"{result['valid_logloss']:.5f}\n         {parts}")
-    print(f"  ours / libffm: whole {figures['ratio_whole']:.3f}, median epoch "
+    print(f"  ours / libffm: whole {figures['ratio_whole']:.3f} (CPU {figures['ratio_cpu']:.3f}), "
+          f"median epoch "
           f"{figures['ratio_epoch']:.3f}", flush=True)
 
 
