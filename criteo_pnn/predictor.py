@@ -362,4 +362,4 @@ class _Output:
             if not self.handle.closed:
                 self.handle.close()
             if self.temporary is not None:
-                rows_lib.remove_quietly(self.temporary)
+                self.temporary.unlink(missing_ok=True)

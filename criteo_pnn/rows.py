@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import re
 import tempfile
 from pathlib import Path
@@ -62,19 +61,6 @@ class Source:
         return text
 
 
-def _first_line(path: Path) -> bytes:
-    try:
-        with parse.open_raw(path) as handle:
-            return handle.readline().rstrip(b"\r\n")
-    except parse.GZIP_ERRORS as error:
-        raise errors.InputError(f"{path}: not readable as gzip ({error}); check it with "
-                                "`gzip -t`") from error
-
-
-def is_csv(path: Path) -> bool:
-    return Path(path).name.endswith((".csv", ".csv.gz"))
-
-
 @contextlib.contextmanager
 def open_file(path: Path):
     """The Source of a raw TSV or Kaggle CSV file (a CSV converted into a temporary TSV by stage
@@ -84,8 +70,8 @@ def open_file(path: Path):
         raise errors.InputNotFound(f"{path}: no such file; check the path")
     if path.is_dir():
         raise errors.InputError(f"{path}: a folder; give a raw Criteo file (TSV, .gz or CSV)")
-    if is_csv(path):
-        header = _first_line(path).decode("utf-8", "replace").split(",")
+    if raw.is_csv(path):
+        header = raw.first_line(path).decode("utf-8", "replace").split(",")
         split = "train" if schema.LABEL_NAME in header else "test"
         with tempfile.TemporaryDirectory(prefix="criteo-pnn-predict-") as directory:
             tsv = Path(directory) / f"{split}.txt"
@@ -94,7 +80,7 @@ def open_file(path: Path):
             start = schema.TRAIN_ID_START if split == "train" else schema.TEST_ID_START
             yield Source(tsv, str(path), split == "train", start, line_offset=1)
         return
-    first = _first_line(path)
+    first = raw.first_line(path)
     columns = first.count(b"\t") + 1
     if columns > schema.NUM_FIELDS + 1:
         raise errors.InputError(f"{path}:1: {columns} tab-separated columns, expected "
@@ -203,8 +189,3 @@ def iter_blocks(source: Source, on_bad_row: str = "error", max_bad_fraction: flo
     report.first_problems[:] = [source.message(text) for text in report.first_problems]
     if report.first_bad:
         report.first_bad = source.message(report.first_bad)
-
-
-def remove_quietly(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)

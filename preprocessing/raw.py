@@ -235,19 +235,29 @@ def _csv_error(source: Path, expected: int, error: Exception) -> InputError:
     return InputError(f"{source}: not readable as CSV ({str(error).splitlines()[0][:200]})")
 
 
+def is_csv(path: str | Path) -> bool:
+    """A Kaggle CSV (train.csv, test.csv, gzipped or not) rather than raw TSV."""
+    return str(path).endswith((".csv", ".csv.gz"))
+
+
+def first_line(path: Path, shown: str | Path | None = None) -> bytes:
+    """The first line of a raw file, plain or gzip, without its line end; a damaged gzip file is
+    an InputError naming `shown` (default `path`)."""
+    try:
+        with parse.open_raw(path) as handle:
+            return handle.readline().rstrip(b"\r\n")
+    except parse.GZIP_ERRORS as error:
+        raise InputError(f"{path if shown is None else shown}: not readable as gzip ({error}); "
+                         "check it with `gzip -t`") from error
+
+
 def check_columns(path: Path, split: str, shown: str | Path | None = None) -> None:
     """The first line must have 40 columns in train (label first) and 39 in test. Messages name
     `shown` (the user's file; default `path`)."""
     shown = path if shown is None else shown
-    try:
-        with parse.open_raw(path) as handle:
-            first = handle.readline().rstrip(b"\r\n")
-    except parse.GZIP_ERRORS as error:
-        raise InputError(f"{shown}: not readable as gzip ({error}); check it with `gzip -t`") \
-            from error
+    first = first_line(path, shown)
     if not first:
-        rows = "no rows after the header" if str(shown).endswith((".csv", ".csv.gz")) \
-            else "no rows"
+        rows = "no rows after the header" if is_csv(shown) else "no rows"
         raise InputError(f"{shown}: empty file ({rows}); check the path, or download it again")
     columns = first.count(b"\t") + 1
     expected = 40 if split == "train" else 39
