@@ -28,7 +28,7 @@ RAW_KEYS = ("on_bad_row", "max_skipped_fraction")
 
 def _add_source(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tag", help="artifact tree <artifacts>/<tag>/")
-    settings.add_artifacts_option(parser, settings.artifacts_default())
+    settings.add_artifacts_option(parser)
     choice = parser.add_mutually_exclusive_group()
     choice.add_argument("--model", metavar="ID", help="one model: its calibrated predictions "
                         "(06_calibrate/ID) when stage 06 built them, else 05_train/ID")

@@ -270,7 +270,7 @@ def update_readme(tag: str, readme: Path = REPO_ROOT / "README.md") -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tag", default="demo", help="artifact tree: <artifacts>/<tag>/")
-    settings.add_artifacts_option(parser, default=settings.artifacts_default())
+    settings.add_artifacts_option(parser)
     parser.add_argument("--readme", action="store_true",
                         help="also replace the tables between the markers in README.md")
     args = parser.parse_args(argv)

@@ -50,7 +50,7 @@ def experiment_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--tag", default="demo", help="data: <artifacts>/<TAG>/03_hash (built "
                         "from synthetic data if missing)")
-    settings.add_artifacts_option(parser, default=settings.artifacts_default())
+    settings.add_artifacts_option(parser)
     parser.add_argument("--data", type=Path, help="data: a stage-03 folder (instead of --tag)")
     parser.add_argument("--config", type=Path, action="append", default=[],
                         help="YAML overlay(s) of configs/experiments/<name>.yaml")

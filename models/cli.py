@@ -40,7 +40,7 @@ def learner_main(module_doc: str, learner, argv=None, prog: str | None = None,
     [--config] [--preset] [--set ...] [--force] [--resume]`; `prog`: the name --help shows."""
     parser = argparse.ArgumentParser(prog=prog, description=module_doc.split("\n")[0])
     parser.add_argument("--tag", default="demo", help="artifact tree: <artifacts>/<tag>/")
-    settings.add_artifacts_option(parser, default=settings.artifacts_default())
+    settings.add_artifacts_option(parser)
     parser.add_argument("--model", required=True, help="model id: configs/models/ID.yaml")
     parser.add_argument("--config", type=Path, help="model YAML (default configs/models/ID.yaml)")
     parser.add_argument("--preset", default=preset_default,

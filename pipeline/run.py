@@ -38,7 +38,7 @@ def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="./run.sh", description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="raw input folder")
     parser.add_argument("--tag", help="artifact tree <artifacts>/<tag>/")
-    settings.add_artifacts_option(parser, default=settings.artifacts_default())
+    settings.add_artifacts_option(parser)
     parser.add_argument("--only", default="", help="run only these stage numbers, e.g. 02,03")
     parser.add_argument("--from", dest="start", default="", help="run stage NN and later ones")
     parser.add_argument("--force", action="store_true", help="rebuild the selected stages")

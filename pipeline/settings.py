@@ -191,8 +191,9 @@ def artifacts_default() -> Path | None:
     return Path(value) if value else None
 
 
-def add_artifacts_option(parser: argparse.ArgumentParser, default=None) -> None:
-    parser.add_argument("--artifacts", type=Path, default=default, metavar="DIR",
+def add_artifacts_option(parser: argparse.ArgumentParser) -> None:
+    """`--artifacts DIR`, defaulting to $CRITEO_PNN_ARTIFACTS as the parser is built."""
+    parser.add_argument("--artifacts", type=Path, default=artifacts_default(), metavar="DIR",
                         help="artifacts root holding <tag>/ (default: $CRITEO_PNN_ARTIFACTS if "
                              "set, else artifacts/ under the repository)")
 
@@ -207,7 +208,7 @@ def apply_artifacts(args: argparse.Namespace) -> None:
 def stage_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--tag", default="demo", help="artifact tree: <artifacts>/<tag>/")
-    add_artifacts_option(parser, default=artifacts_default())
+    add_artifacts_option(parser)
     parser.add_argument("--config", action="append", default=[],
                         help="YAML overlay(s) on configs/pipeline.yaml, applied in order")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
