@@ -155,7 +155,11 @@ def _member(tag_dir: Path, model_id: str, calibrated: bool, folders: list[Path])
         else:
             member.update(names=list(schema.FIELD_NAMES),
                           types=["q"] * schema.NUM_INT_FIELDS + ["c"] * schema.NUM_CAT_FIELDS)
-            arrays[prefix + "code_of_id"] = lambda: _category_codes(tag_dir, config)
+            if not (train_dir / "code_of_id.npy").exists():
+                raise errors.InputNotFound(
+                    f"{train_dir}: no code_of_id.npy (published before GBDTs wrote it); retrain: "
+                    f"./run.sh --tag {tag_dir.name} --only 05 --model {model_id} --force")
+            arrays[prefix + "code_of_id"] = lambda: np.load(train_dir / "code_of_id.npy")
     else:
         raise errors.InputError(
             f"{train_dir}: no model file predict can read (model.keras, model.npy, or a GBDT's "
@@ -167,16 +171,6 @@ def _member(tag_dir: Path, model_id: str, calibrated: bool, folders: list[Path])
         published(calibrate_dir, tag_dir)
         member["calibrator"] = read_json(calibrate_dir / "calibrator.json")
     return member, files, arrays
-
-
-def _category_codes(tag_dir: Path, config: dict) -> np.ndarray:
-    """The raw GBDT's capped category code of every global id, as models/gbdt.py builds it from
-    the training split."""
-    from models.gbdt import category_codes
-
-    spec, splits = field_spec.open_field_files(tag_dir / FIELDS_39, splits=("train",))
-    train = splits["train"].fields[:config["train"]["max_train_rows"]]
-    return category_codes(spec, train, config["data"]["max_categories"]).astype(np.int32)
 
 
 def _vocabulary_loader(tag_dir: Path):

@@ -13,7 +13,8 @@ The matrices stream from memmaps (xgboost: a QuantileDMatrix fed chunk by chunk;
 
 Outputs `artifacts/<TAG>/05_train/<ID>/`: what the publisher writes for every learner
 (`models/learner.py`; `epochs` counts boosting rounds, history.csv has the validation logloss per
-round) and model.json (xgboost) or model.txt (lightgbm).
+round), model.json (xgboost) or model.txt (lightgbm), and for raw inputs code_of_id.npy (int32
+category code of every global id).
 """
 
 from __future__ import annotations
@@ -290,6 +291,14 @@ def fit_booster(tag: str, config: GbdtConfig, matrices, labels, types):
             time.perf_counter() - started)
 
 
+def write_files(out: Path, booster, library: str, train_matrix) -> None:
+    """The model file, and for raw inputs `code_of_id.npy`: the category code of every global
+    id, which scoring new rows needs (`criteo_pnn`)."""
+    booster.save_model(out / ("model.json" if library == "xgboost" else "model.txt"))
+    if isinstance(train_matrix, RawColumns):
+        np.save(out / "code_of_id.npy", train_matrix.code_of_id)
+
+
 class Gbdt:
     """xgboost and lightgbm as a stage-05 learner (`models.learner.Learner`)."""
     code = __spec__.name
@@ -317,8 +326,7 @@ class Gbdt:
             examples=rows * len(losses), title=f"{model_id} ({library})",
             extra={"parameter_count": nodes, "train_rows": rows,
                    "library": f"{library} {package.__version__}"},
-            write_files=lambda out: booster.save_model(
-                out / ("model.json" if library == "xgboost" else "model.txt")))
+            write_files=lambda out: write_files(out, booster, library, matrices["train"]))
 
     def trial(self, tag: str, model_id: str, config: GbdtConfig, fraction: float,
               on_evaluate=None) -> dict:

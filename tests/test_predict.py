@@ -145,6 +145,10 @@ def test_md5_hashing_and_binned_counts_score_as_stage_05(tmp_path, monkeypatch):
                                   np.load(root / "m" / "03_hash" / "test.fields.npy"))
     np.testing.assert_array_equal(predictor.score_codes(codes, ints),
                                   np.load(root / "m" / "05_train" / "lgbm_raw" / "test.pred.npy"))
+    (root / "m" / "05_train" / "lgbm_raw" / "code_of_id.npy").unlink()  # a GBDT published before
+    with pytest.raises(errors.InputNotFound,
+                       match="no code_of_id.npy .* --only 05 --model lgbm_raw --force"):
+        criteo_pnn.load(root / "m", "05_train/lgbm_raw")
 
 
 def test_names_resolve_like_stage_08_sources(tag):
