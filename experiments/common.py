@@ -23,12 +23,13 @@ config is written to `<out>/config.resolved.json`.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
 import math
 from pathlib import Path
 from typing import Self
+
+import pandas as pd
 
 from preprocessing.field_spec import FieldSpec
 from pipeline import config as config_lib
@@ -259,19 +260,18 @@ class Workspace:
 
 def read_history(path: Path) -> list[dict]:
     """The runner's history.csv as dicts of floats (None where a value is empty)."""
-    with open(path, newline="") as handle:
-        return [{key: float(value) if value not in ("", None) else None
-                 for key, value in row.items()} for row in csv.DictReader(handle)]
+    frame = pd.read_csv(path, dtype=float, float_precision="round_trip")
+    return frame.astype(object).where(frame.notna(), None).to_dict("records")
 
 
 # ---------------------------------------------------------------- tables and figures
 
 def write_csv(path: Path, rows: list[dict], columns=None) -> None:
+    """The table's `columns` (default: the first row's keys) as CSV; values as str writes them,
+    None and NaN empty."""
     columns = list(columns or (rows[0].keys() if rows else []))
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    pd.DataFrame(rows, columns=columns, dtype=object).to_csv(path, index=False,
+                                                             lineterminator="\r\n")
 
 
 def format_number(value, digits: int = 4) -> str:
