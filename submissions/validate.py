@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from preprocessing.schema import FULL_TEST_ROWS, TEST_ID_START
-from pipeline import errors
+from pipeline import errors, settings
 from pipeline.paths import stage_dir
 
 HEADER = b"Id,Predicted"
@@ -207,9 +207,11 @@ def main(argv=None) -> int:
                            f"{FULL_TEST_ROWS:,})")
     rows.add_argument("--tag", help="expect the test rows stage 00 counted for this artifact "
                                     "tree (artifacts/TAG/00_raw/raw.json)")
+    settings.add_artifacts_option(parser)
     parser.add_argument("--first-id", type=int, default=TEST_ID_START,
                         help=f"Id of the first row (default {TEST_ID_START})")
     args = parser.parse_args(argv)
+    settings.apply_artifacts(args)
     try:
         expected = args.rows if args.tag is None else stage_00_test_rows(args.tag)
     except (OSError, ValueError) as error:

@@ -259,6 +259,18 @@ def test_validator_takes_the_row_count_of_a_tags_stage_00(submitted, artifacts, 
     assert "500 rows, expected 501" in capsys.readouterr().err
 
 
+def test_validator_reads_the_tag_under_its_artifacts_option(submitted, artifacts, tmp_path,
+                                                            monkeypatch, capsys):
+    path = write_text(tmp_path / "sub.csv", ["Id,Predicted"] + [f"{60000000 + i},0.5"
+                                                                for i in range(500)])
+    moved = tmp_path / "elsewhere"
+    artifacts.rename(moved)
+    use_artifacts(monkeypatch, tmp_path / "empty")
+    assert validate.main([str(path), "--tag", "t"]) == 2
+    assert "00_raw/raw.json" in capsys.readouterr().err
+    assert validate.main([str(path), "--tag", "t", "--artifacts", str(moved)]) == 0
+
+
 def test_stage_submits_a_chosen_source_uncompressed(submitted, artifacts):
     write.main([*submitted, "--set", "submit.source=05_train/m2", "--set", "submit.gzip=false"])
     record = json.loads((stage_dir("t", "08_submit") / "submission.json").read_text())
