@@ -71,10 +71,11 @@ def synthetic_rows(out: Path, train_rows: int) -> Path:
     return out
 
 
-def run_pipeline(data: Path, tag: str, artifacts: Path, models: list[str] | None) -> float:
-    """Stages 00-07 on `data` as a user runs them; returns the seconds taken."""
+def run_pipeline(data: Path, tag: str, artifacts: Path, models: list[str] | None,
+                 stages: str = "00,01,02,03,04,05,06,07") -> float:
+    """`stages` on `data` as a user runs them; returns the seconds taken."""
     command = ["bash", str(REPO_ROOT / "run.sh"), "--data", str(data), "--tag", tag,
-               "--only", "00,01,02,03,04,05,06,07"]
+               "--only", stages]
     command += ["--set", f"models=[{','.join(models)}]"] if models else []
     environment = {**os.environ, "CRITEO_PNN_ARTIFACTS": str(artifacts), "TQDM_DISABLE": "1"}
     started = time.time()

@@ -1,0 +1,98 @@
+"""Learning-rate decay on a plateau: each model trained with and without it on the same rows.
+
+    python bench/lr_decay.py                         # synthetic 200k training rows, real rows
+    python bench/lr_decay.py --sets synthetic_200000 --models ipnn,pin --factor 0.5
+
+The sets are bench/quality.py's (its data, stages 00-03 run by ./run.sh under --out). Each model
+is trained twice by the Keras runner in an experiments Workspace linked to the set's 03_hash, at
+its `auto` preset: as configured (`train.lr_decay_factor` 1, a fixed rate) and with
+`train.lr_decay_factor` FACTOR after `train.lr_decay_patience_epochs` = FRACTION x the preset's
+`patience_epochs` without a new best. Prints per model both validation loglosses, the paired
+difference (decay minus fixed) with its standard error over the validation rows, the epochs
+trained (best) and the decays made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import quality  # noqa: E402  (bench/quality.py: the sets)
+
+from ensembles import metrics  # noqa: E402
+from experiments import common  # noqa: E402
+
+
+def prepare(name: str, out: Path) -> Path | None:
+    """The set's 03_hash folder, built by stages 00-03; None when its data is absent."""
+    data = out / f"data_{name}"
+    if name == "real":
+        if quality.real_rows(data) is None:
+            return None
+    else:
+        quality.synthetic_rows(data, int(name.split("_", 1)[1]))
+    tag = f"quality_{name}"
+    quality.run_pipeline(data, tag, out / "artifacts", None, stages="00,01,02,03")
+    return out / "artifacts" / tag / "03_hash"
+
+
+def compare(name: str, hashed: Path, models: list[str], factor: float, fraction: float,
+            out: Path) -> list[dict]:
+    labels = np.load(hashed / "valid.labels.npy")
+    rows = []
+    with common.Workspace(out / f"lr_decay_{name}") as workspace:
+        tag = workspace.link_data(hashed)
+        for model_id in models:
+            fixed_config = workspace.runner_config(tag, model_id)
+            patience = fraction * fixed_config.train.patience_epochs
+            decay = [f"train.lr_decay_factor={factor}",
+                     f"train.lr_decay_patience_epochs={patience}"]
+            runs = {"fixed": workspace.train(tag, f"{model_id}__fixed", model_id,
+                                             config=fixed_config),
+                    "decay": workspace.train(tag, f"{model_id}__decay", model_id, decay)}
+            losses = {kind: metrics.row_logloss(labels, np.load(run.directory /
+                                                                "valid.pred.npy"))
+                      for kind, run in runs.items()}
+            difference = losses["decay"] - losses["fixed"]
+            rows.append({
+                "set": name, "model": model_id, "preset": fixed_config.preset,
+                "fixed": losses["fixed"].mean(), "decay": losses["decay"].mean(),
+                "decay - fixed": difference.mean(),
+                "se": difference.std(ddof=1) / np.sqrt(len(difference)),
+                **{f"epochs {kind}": f"{run.metrics['epochs']:.2f} "
+                                     f"({run.metrics['best_epoch']:.2f})"
+                   for kind, run in runs.items()},
+                "decays": runs["decay"].metrics.get("learning_rate_decays", 0)})
+    return rows
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", default="synthetic_200000,real",
+                        help="real, synthetic_<train rows> (comma-separated)")
+    parser.add_argument("--models", default="ipnn,kpnn_vec,pin,kfm_vec")
+    parser.add_argument("--factor", type=float, default=0.5, help="train.lr_decay_factor")
+    parser.add_argument("--fraction", type=float, default=0.5,
+                        help="lr_decay_patience_epochs as a fraction of patience_epochs")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/criteo-pnn-quality"))
+    args = parser.parse_args(argv)
+    table = []
+    for name in args.sets.split(","):
+        hashed = prepare(name, args.out)
+        if hashed is None:
+            print(f"[{name}] skipped: {quality.SHARED_CRITEO} is not present", flush=True)
+            continue
+        table += compare(name, hashed, args.models.split(","), args.factor, args.fraction,
+                         args.out)
+    with pd.option_context("display.width", 200, "display.max_columns", 20,
+                           "display.float_format", "{:.4f}".format):
+        print(pd.DataFrame(table).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
