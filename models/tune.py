@@ -22,14 +22,16 @@ trials and `tune.minutes` wall minutes per study, whichever ends first.
   raising the budget continues the same study, anything else starts a new one.
 - Outputs (published atomically): `best.json` (the best trial's config values, its score and the
   default's, the trial counts, the default's validation logloss when it was published before),
-  `trials.csv`, `trials.png` (score per trial and the best so far), `study.db`, `logs/` (one
-  log per trial). Stage 05 then trains the id with `best.json`'s values over its config.
+  `trials.csv` (a row per trial: state, score, best so far, seconds, parameters, marks),
+  `trials.png` (score per trial and the best so far), `study.db`, `logs/` (one log per trial).
+  Stage 05 then trains the id with `best.json`'s values over its config.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
-import csv
+import functools
 import json
 import math
 import shutil
@@ -39,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import optuna
+import pandas as pd
 
 from models.learner import holdout_split
 from models.runner_config import CONFIG_DIR, check_model_section
@@ -54,7 +57,6 @@ SEARCH_DIR = CONFIG_DIR / "search"
 STUDY_FILE = "study.db"
 KINDS = ("choices", "int", "float")
 COMPLETE = optuna.trial.TrialState.COMPLETE
-FINISHED = (COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -84,12 +86,8 @@ def load_space(model_id: str, preset: str, path: Path | None = None) -> dict[str
     if preset not in presets:
         raise errors.InputError(f"{path}: no preset {preset!r} under presets: "
                                 f"(has {sorted(presets)})")
-    space = dict(data.get("space") or {})
-    for key, entry in (presets[preset] or {}).items():
-        if entry is None:
-            space.pop(key, None)
-        else:
-            space[key] = entry
+    merged = {**(data.get("space") or {}), **(presets[preset] or {})}
+    space = {key: entry for key, entry in merged.items() if entry is not None}
     if not space:
         raise errors.InputError(f"{path}: the space of preset {preset!r} is empty")
     return {key: _checked(entry, f"{path}: {key}") for key, entry in space.items()}
@@ -97,15 +95,12 @@ def load_space(model_id: str, preset: str, path: Path | None = None) -> dict[str
 
 def _checked(entry, where: str, layers: bool = True) -> dict:
     """The entry with numbers written as strings (YAML's 1e-3) made numbers; errors name it."""
-    if not isinstance(entry, dict):
-        raise errors.InputError(f"{where}: expected a mapping such as {{float: [low, high]}}")
-    if layers and set(entry) == {"width", "depth"}:
+    if layers and isinstance(entry, dict) and set(entry) == {"width", "depth"}:
         return {part: _checked(entry[part], f"{where}.{part}", False) for part in entry}
-    kinds = [kind for kind in KINDS if kind in entry]
-    extra = sorted(set(entry) - set(KINDS) - {"log", "step"})
-    if len(kinds) != 1 or extra:
+    kinds = [kind for kind in KINDS if kind in entry] if isinstance(entry, dict) else []
+    if len(kinds) != 1 or set(entry) - set(KINDS) - {"log", "step"}:
         raise errors.InputError(f"{where}: needs exactly one of {list(KINDS)} (plus log, step), or "
-                                f"width and depth; got {sorted(entry)}")
+                                f"width and depth; got {entry!r}")
     kind, values = kinds[0], entry[kinds[0]]
     if not isinstance(values, list) or not values or (kind != "choices" and len(values) != 2):
         shape = "of values" if kind == "choices" else "[low, high]"
@@ -133,12 +128,12 @@ def _param_names(key: str, entry: dict) -> list[tuple[str, dict]]:
 def _suggest(trial: optuna.Trial, name: str, entry: dict):
     if "choices" in entry:
         return trial.suggest_categorical(name, entry["choices"])
-    kind = "int" if "int" in entry else "float"
-    low, high = entry[kind]
-    if kind == "int":
-        return trial.suggest_int(name, int(low), int(high), step=int(entry.get("step", 1)),
-                                 log=bool(entry.get("log", False)))
-    return trial.suggest_float(name, float(low), float(high), log=bool(entry.get("log", False)))
+    log = bool(entry.get("log", False))
+    if "int" in entry:
+        low, high = entry["int"]
+        return trial.suggest_int(name, int(low), int(high), step=int(entry.get("step", 1)), log=log)
+    low, high = entry["float"]
+    return trial.suggest_float(name, float(low), float(high), log=log)
 
 
 def suggest(trial: optuna.Trial, space: dict) -> dict:
@@ -149,72 +144,50 @@ def suggest(trial: optuna.Trial, space: dict) -> dict:
 
 def values_of(space: dict, params: dict) -> dict:
     """Optuna parameters -> {dotted config key: value} (width x depth -> a list of layers)."""
-    values = {}
-    for key, entry in space.items():
-        if "width" in entry:
-            values[key] = [params[f"{key}.width"]] * params[f"{key}.depth"]
-        else:
-            values[key] = params[key]
-    return values
+    return {key: [params[f"{key}.width"]] * params[f"{key}.depth"] if "width" in entry
+            else params[key] for key, entry in space.items()}
 
 
 def _contains(entry: dict, value) -> bool:
     if "choices" in entry:
         return value in entry["choices"]
     kind = "int" if "int" in entry else "float"
-    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind == "int" and not isinstance(value, int):
-        return False
-    return numeric and entry[kind][0] <= value <= entry[kind][1]
+    number = isinstance(value, int if kind == "int" else (int, float))
+    return number and not isinstance(value, bool) and entry[kind][0] <= value <= entry[kind][1]
 
 
 def default_params(space: dict, config) -> dict:
-    """The Optuna parameters of `config`'s own values (the first trial); a ValueError names a
-    value the space does not contain."""
-    data = config_lib.to_dict(config)
+    """The Optuna parameters of `config`'s own values (the first trial); an InputError names a
+    key the config lacks or a value the space does not contain."""
+    config_values = pd.json_normalize(config_lib.to_dict(config)).to_dict("records")[0]
     params = {}
     for key, entry in space.items():
-        value = _lookup(data, key)
-        if "width" in entry:
-            if not (isinstance(value, list) and value and len(set(value)) == 1):
-                raise errors.InputError(f"search {key}: the config's {value!r} is not "
-                                        "`depth` equal layers")
-            value = {f"{key}.width": value[0], f"{key}.depth": len(value)}
+        if key not in config_values:
+            raise errors.InputError(f"search {key}: not a key of the model config")
+        value = config_values[key]
+        if "width" not in entry:
+            params[key] = value
+        elif isinstance(value, list) and value and len(set(value)) == 1:
+            params.update({f"{key}.width": value[0], f"{key}.depth": len(value)})
         else:
-            value = {key: value}
+            raise errors.InputError(f"search {key}: the config's {value!r} is not "
+                                    "`depth` equal layers")
         for name, scalar in _param_names(key, entry):
-            if not _contains(scalar, value[name]):
+            if not _contains(scalar, params[name]):
                 raise errors.InputError(
-                    f"search {name}: the config's value {value[name]!r} is outside the space "
+                    f"search {name}: the config's value {params[name]!r} is outside the space "
                     f"{scalar}; the first trial is the untuned config, so the space must "
                     "contain it")
-        params.update(value)
     return params
 
 
-def _lookup(data: dict, key: str):
-    node = data
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            raise errors.InputError(f"search {key}: not a key of the model config")
-        node = node[part]
-    return node
-
-
 def overlay(config, values: dict):
-    """`config` (a learner's frozen dataclass) with the dotted keys of `values` replaced, built
-    and checked as strictly as the YAML."""
+    """`config` (a learner's frozen dataclass) with the dotted keys of `values` merged in as
+    `--set key=value` overrides are, built and checked as strictly as the YAML."""
     data = config_lib.to_dict(config)
     for key, value in values.items():
-        *parents, last = key.split(".")
-        node = data
-        for part in parents:
-            if not isinstance(node.get(part), dict):
-                raise errors.InputError(f"search {key}: not a key of the model config")
-            node = node[part]
-        if last not in node and not (parents == ["model"] and "arch" in node):
-            raise errors.InputError(f"search {key}: not a key of the model config")
-        node[last] = value
+        data = config_lib.merge(data, functools.reduce(lambda inner, part: {part: inner},
+                                                       reversed(key.split(".")), value))
     built = config_lib.build(type(config), data, f" (search values {values})")
     if isinstance(getattr(built, "model", None), dict) and "arch" in built.model:
         check_model_section(built.model, "search space")
@@ -298,38 +271,37 @@ def run_study(tag: str, model_id: str, learner, config, tune, force: bool = Fals
 
 
 def _counts(study) -> dict:
-    states = {"complete": 0, "pruned": 0, "failed": 0, "interrupted": 0}
-    for trial in study.get_trials(deepcopy=False):
-        if trial.user_attrs.get("interrupted"):
-            states["interrupted"] += 1
-        elif trial.state in FINISHED:
-            states[{"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}[
-                trial.state.name]] += 1
-    return states
+    """Trials by state; those a kill cut short (failed, marked interrupted) apart."""
+    states = collections.Counter("interrupted" if trial.user_attrs.get("interrupted") else
+                                 trial.state.name for trial in study.get_trials(deepcopy=False))
+    return {"complete": states["COMPLETE"], "pruned": states["PRUNED"], "failed": states["FAIL"],
+            "interrupted": states["interrupted"]}
 
 
 def _finished(study) -> int:
+    """The trials the budget counts: complete, pruned or failed, not interrupted."""
     counts = _counts(study)
     return counts["complete"] + counts["pruned"] + counts["failed"]
 
 
 def _recover_interrupted(study) -> int:
     """Trials a kill left running (or an interrupt failed) end as failed, marked interrupted and
-    not counted; each is queued again with its parameters. Returns how many were queued."""
+    not counted; each is queued again with its parameters, once (its retry records `retry_of`).
+    Returns how many were queued."""
     storage = study._storage
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
         storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-    done = set(study.user_attrs.get("requeued", []))
-    again = [trial for trial in study.get_trials(deepcopy=False)
-             if trial.user_attrs.get("interrupted") and trial.number not in done]
-    for trial in again:  # a trial killed before sampling anything has no parameters to retry
-        params = trial.params or trial.system_attrs.get("fixed_params", {})
-        if params:
+    trials = study.get_trials(deepcopy=False)
+    retried = {trial.user_attrs.get("retry_of") for trial in trials}
+    queued = 0
+    for trial in trials:  # a trial killed before sampling anything has no parameters to retry
+        params = trial.params or trial.system_attrs.get("fixed_params")
+        if trial.user_attrs.get("interrupted") and trial.number not in retried and params:
             study.enqueue_trial(params, user_attrs={
                 "retry_of": trial.number, "default": bool(trial.user_attrs.get("default"))})
-    study.set_user_attr("requeued", sorted(done | {trial.number for trial in again}))
-    return len(again)
+            queued += 1
+    return queued
 
 
 class Search:
@@ -360,8 +332,7 @@ class Search:
         if remaining > 0 and (seconds is None or seconds > 0):
             self.study.optimize(self.objective, n_trials=remaining, timeout=seconds,
                                 callbacks=[self.progress], catch=(Exception,))
-        if not any(trial.state == COMPLETE
-                   for trial in self.study.get_trials(deepcopy=False)):
+        if not self.study.get_trials(deepcopy=False, states=(COMPLETE,)):
             raise errors.PipelineError(f"[{self.stage.label}] no trial completed; see the "
                                        f"trial logs in {self.stage.directory / 'logs'}")
 
@@ -416,58 +387,59 @@ class Search:
         """One line per trial: its number, state, score, parameters, the best so far, time."""
         study.set_user_attr("seconds", self.spent())
         finished = _finished(study)
-        complete = [item for item in study.get_trials(deepcopy=False)
-                    if item.state == COMPLETE]
-        best = min(complete, key=lambda item: item.value) if complete else None
-        score = _score(trial)
+        trials = study.get_trials(deepcopy=False)
+        best = min((item for item in trials if item.state == COMPLETE),
+                   key=lambda item: item.value, default=None)
         state = trial.state.name.lower()
         if trial.state == optuna.trial.TrialState.FAIL:
             state = f"failed ({trial.user_attrs.get('error', '?')})"
-        durations = [item.duration.total_seconds() for item in study.get_trials(deepcopy=False)
-                     if item.duration is not None and item.state in FINISHED
-                     and "duplicate_of" not in item.user_attrs]
+        durations = [item.duration.total_seconds() for item in trials if item.duration is not None
+                     and not item.user_attrs.keys() & {"duplicate_of", "interrupted"}]
         remaining = max(0, self.tune.trials - finished) * float(np.mean(durations or [0]))
         if self.tune.minutes is not None:
             remaining = min(remaining, max(0.0, self.tune.minutes * 60 - self.spent()))
+        values = {}
+        with contextlib.suppress(KeyError):  # a trial that failed before sampling all has none
+            values = values_of(self.space, trial.params)
         print(f"[{self.stage.label}] trial {trial.number} ({finished}/{self.tune.trials}"
               f"{', default' if trial.user_attrs.get('default') else ''}) {state}: "
-              f"logloss {'–' if score is None else f'{score:.5f}'}; "
+              f"logloss {_text(trial.value)}; "  # a pruned trial's value: its last report
               f"best {'–' if best is None else f'{best.value:.5f} (trial {best.number})'}; "
-              f"{_describe(_trial_values(self.space, trial))}; "
+              f"{_describe(values)}; "
               f"{trial.duration.total_seconds() if trial.duration else 0:.0f} s, "
               f"{self.spent() / 60:.1f} min spent, ETA {remaining / 60:.1f} min", flush=True)
 
     def publish(self) -> dict:
         """best.json, trials.csv, trials.png, a copy of study.db and the logs, atomically."""
-        study, tag, model_id = self.study, self.tag, self.model_id
-        trials = study.get_trials(deepcopy=False)
+        study, tag, model_id, tune = self.study, self.tag, self.model_id, self.tune
         best = study.best_trial
-        default = next((trial for trial in trials if trial.user_attrs.get("default")
+        default = next((trial for trial in study.get_trials(deepcopy=False)
+                        if trial.user_attrs.get("default")
                         and not trial.user_attrs.get("interrupted")), None)
-        counts = _counts(study)
         values = values_of(self.space, best.params)
         base = self.learner.stage_for(tag, model_id, self.config)
         tuned = self.learner.stage_for(tag, model_id, overlay(self.config, values))
         rows = self.training_rows()
+        cut = holdout_split(rows, tune.holdout_fraction)
         result = {
             "model_id": model_id, "study": study.study_name, "best_trial": best.number,
             "tuning_logloss": best.value, "params": best.params, "values": values,
             "default": {"trial": None if default is None else default.number,
-                        "tuning_logloss": None if default is None else _score(default),
+                        "tuning_logloss": None if default is None else default.value,
                         "state": None if default is None else default.state.name.lower(),
                         **_published_default(tag, model_id, base)},
-            "trials": {**counts, "budget": self.tune.trials},
-            "minutes": {"spent": round(self.spent() / 60, 2), "budget": self.tune.minutes},
-            "ended_by": "trials" if _finished(study) >= self.tune.trials else "minutes",
-            "holdout": {"fraction": self.tune.holdout_fraction,
-                        "fit_rows": holdout_split(rows, self.tune.holdout_fraction),
-                        "holdout_rows": rows - holdout_split(rows, self.tune.holdout_fraction)},
+            "trials": {**_counts(study), "budget": tune.trials},
+            "minutes": {"spent": round(self.spent() / 60, 2), "budget": tune.minutes},
+            "ended_by": "trials" if _finished(study) >= tune.trials else "minutes",
+            "holdout": {"fraction": tune.holdout_fraction, "fit_rows": cut,
+                        "holdout_rows": rows - cut},
             "tuned_fingerprint": tuned.fingerprint(), "optuna": optuna.__version__,
         }
         with self.stage.build() as out:
             (out / "best.json").write_text(json.dumps(result, indent=1) + "\n")
-            write_trials(trials, self.space, out / "trials.csv")
-            plot_trials(trials, out / "trials.png", f"{model_id}: tuning-slice logloss per trial")
+            table = trials_table(study)
+            table.to_csv(out / "trials.csv", index=False)
+            plot_trials(table, out / "trials.png", f"{model_id}: tuning-slice logloss per trial")
             with sqlite3.connect(self.stage.directory / STUDY_FILE) as source, \
                     sqlite3.connect(out / STUDY_FILE) as target:
                 source.backup(target)
@@ -496,23 +468,6 @@ def _published_default(tag: str, model_id: str, base: Stage) -> dict:
     return record
 
 
-def _trial_values(space: dict, trial) -> dict:
-    """The config values of a trial; {} when it failed before sampling all of them."""
-    try:
-        return values_of(space, trial.params)
-    except KeyError:
-        return {}
-
-
-def _score(trial) -> float | None:
-    """A complete trial's value; a pruned trial's last reported one; None for failures."""
-    if trial.state == COMPLETE:
-        return trial.value
-    if trial.state == optuna.trial.TrialState.PRUNED and trial.intermediate_values:
-        return trial.intermediate_values[max(trial.intermediate_values)]
-    return None
-
-
 def _text(value) -> str:
     return "–" if value is None else f"{value:.5f}"
 
@@ -527,55 +482,45 @@ def _describe(values: dict) -> str:
     return " ".join(f"{key.split('.')[-1]}={show(value)}" for key, value in values.items())
 
 
-def write_trials(trials, space: dict, path: Path) -> None:
-    """One row per trial: number, state, tuning-slice logloss, best so far, seconds, the
-    default/interrupted marks, the config values, the learner's extra results."""
-    keys = list(space)
-    extras = sorted({key for trial in trials for key in trial.user_attrs} -
-                    {"default", "interrupted", "error"})
-    best = math.inf
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["trial", "state", "tuning_logloss", "best_so_far", "seconds", "default",
-                         "interrupted", *keys, *extras, "error"])
-        for trial in trials:
-            score = _score(trial)
-            if trial.state == COMPLETE:
-                best = min(best, score)
-            values = _trial_values(space, trial)
-            writer.writerow([
-                trial.number, trial.state.name.lower(), "" if score is None else score,
-                "" if math.isinf(best) else best,
-                "" if trial.duration is None else round(trial.duration.total_seconds(), 2),
-                bool(trial.user_attrs.get("default")), bool(trial.user_attrs.get("interrupted")),
-                *[json.dumps(values[key]) if key in values else "" for key in keys],
-                *[trial.user_attrs.get(key, "") for key in extras],
-                trial.user_attrs.get("error", "")])
+def trials_table(study) -> pd.DataFrame:
+    """trials.csv: a row per trial with its number (`trial`), state, `tuning_logloss` (a pruned
+    trial's is its last report: Optuna records that as its value), `best_so_far` (of complete
+    trials) and `seconds`, then a column per Optuna parameter (the dotted config key; a list of
+    equal layers is KEY.width and KEY.depth) and per user attribute (the marks `default`,
+    `interrupted`, `retry_of`, `duplicate_of`, a failure's `error`, the learner's extra
+    results), empty where a trial has none."""
+    table = study.trials_dataframe(attrs=("number", "state", "value", "duration", "params",
+                                          "user_attrs"))
+    table = table.rename(columns={"number": "trial", "value": "tuning_logloss",
+                                  "duration": "seconds"})
+    table.columns = [name.removeprefix("params_").removeprefix("user_attrs_")
+                     for name in table.columns]
+    table["state"] = table["state"].str.lower()
+    table["seconds"] = table["seconds"].dt.total_seconds().round(2)
+    complete = table["tuning_logloss"].where(table["state"] == "complete")
+    table.insert(3, "best_so_far", complete.cummin().ffill())
+    return table
 
 
-def plot_trials(trials, path: Path, title: str) -> None:
+def plot_trials(table: pd.DataFrame, path: Path, title: str) -> None:
     """Tuning-slice logloss per trial (complete: dots, pruned: crosses at their last report, the
-    default: a star) and the best complete score so far."""
+    default: a star) and the best complete score so far; `table`: trials_table's."""
     figure, axes = figures.pyplot().subplots(figsize=(7, 4), dpi=100)
-    complete = [(trial.number, trial.value) for trial in trials
-                if trial.state == COMPLETE]
-    pruned = [(trial.number, _score(trial)) for trial in trials
-              if trial.state == optuna.trial.TrialState.PRUNED and _score(trial) is not None]
-    if complete:
-        axes.scatter(*zip(*complete), s=18, label="complete")
-        numbers, values = zip(*complete)
-        axes.step(numbers, np.minimum.accumulate(values), where="post", color="black",
+    scored = table[table["tuning_logloss"].notna()]
+    if scored["best_so_far"].notna().any():
+        axes.step(table["trial"], table["best_so_far"], where="post", color="black",
                   label="best so far")
-    if pruned:
-        axes.scatter(*zip(*pruned), marker="x", color="grey", label="pruned (last report)")
-    default = [(trial.number, _score(trial)) for trial in trials
-               if trial.user_attrs.get("default") and _score(trial) is not None]
-    if default:
-        axes.scatter(*zip(*default), marker="*", s=140, color="tab:red", zorder=3,
-                     label="default config")
-    finite = [value for _, value in complete + pruned + default if math.isfinite(value)]
-    if finite:  # a diverged trial must not flatten the rest
-        low, high = min(finite), np.percentile(finite, 90)
+    for label, shown, style in (
+            ("complete", scored["state"] == "complete", {"s": 18}),
+            ("pruned (last report)", scored["state"] == "pruned", {"marker": "x", "color": "grey"}),
+            ("default config", scored["default"].eq(True),
+             {"marker": "*", "s": 140, "color": "tab:red", "zorder": 3})):
+        if shown.any():
+            axes.scatter(scored["trial"][shown], scored["tuning_logloss"][shown], label=label,
+                         **style)
+    finite = scored["tuning_logloss"][np.isfinite(scored["tuning_logloss"])]
+    if len(finite):  # a diverged trial must not flatten the rest
+        low, high = finite.min(), finite.quantile(0.9)
         axes.set_ylim(low - 0.05 * (high - low + 1e-9), high + 0.3 * (high - low + 1e-9))
     axes.set_xlabel("trial")
     axes.set_ylabel("tuning-slice logloss")

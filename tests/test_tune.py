@@ -4,7 +4,6 @@ never reads the validation split, and stage 05 publishes the tuned config."""
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import os
@@ -16,6 +15,7 @@ import types
 
 import numpy as np
 import optuna
+import pandas as pd
 import pytest
 import yaml
 
@@ -78,10 +78,15 @@ def test_the_search_finds_the_planted_setting_then_is_skipped(search_dir, capsys
     assert len(lines) == 6 and "(1/6, default) complete" in lines[0]
     assert all("best " in line and "ETA" in line and "learning_rate=" in line for line in lines)
     folder = stage_dir("tiny", tune.STAGE, "lr")
-    with open(folder / "trials.csv") as handle:
-        rows = list(csv.DictReader(handle))
-    assert [row["trial"] for row in rows] == [str(number) for number in range(6)]
-    assert float(rows[-1]["best_so_far"]) == pytest.approx(best["tuning_logloss"])
+    table = pd.read_csv(folder / "trials.csv")
+    assert list(table.columns[:5]) == ["trial", "state", "tuning_logloss", "best_so_far",
+                                       "seconds"]
+    assert table["trial"].tolist() == list(range(6)) and set(table["state"]) == {"complete"}
+    assert table["best_so_far"].iloc[-1] == pytest.approx(best["tuning_logloss"])
+    assert table["best_so_far"].tolist() == table["tuning_logloss"].cummin().tolist()
+    assert table["default"].eq(True).tolist() == [True] + [False] * 5
+    assert table["train.learning_rate"][best["best_trial"]] == 0.1
+    assert table["evaluations"][0] > 0  # the learner's extra result, a column
     assert (folder / "trials.png").stat().st_size > 5000
     assert len(list((folder / "logs").glob("trial-*.log"))) == 6
     assert read_manifest(folder)["best"]["values"] == best["values"]
@@ -176,6 +181,9 @@ def test_a_killed_search_resumes_and_ends_with_its_budget(search_dir):
     assert trials[3].user_attrs["interrupted"] and trials[3].state.name == "FAIL"
     assert trials[4].params == before[3].params  # the interrupted setting, run again
     assert trials[4].user_attrs["retry_of"] == 3 and len(trials) == 6
+    table = pd.read_csv(stage_dir("tiny", tune.STAGE, "lr") / "trials.csv")
+    assert table["interrupted"].eq(True).tolist() == [False] * 3 + [True] + [False] * 2
+    assert table["state"][3] == "fail" and table["retry_of"][4] == 3
     assert fake_search(search_dir, kill_after=0).returncode == 0  # done: skipped, no trial
     assert len(finished_trials("tiny")) == 6
 
@@ -218,6 +226,34 @@ def test_stage_05_trains_and_publishes_the_tuned_config(artifacts, capsys):
     assert "trials.png" in row
 
 
+def test_the_trials_table_and_plot_show_a_pruned_trials_last_report(tmp_path):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study()
+    study.enqueue_trial({"model.hidden_units.width": 8, "model.hidden_units.depth": 2},
+                        user_attrs={"default": True})
+
+    def objective(trial):
+        width = trial.suggest_int("model.hidden_units.width", 4, 16)
+        trial.suggest_int("model.hidden_units.depth", 1, 3)
+        if trial.number == 1:
+            trial.report(0.9, 0)
+            trial.report(0.8, 1)
+            raise optuna.TrialPruned()
+        if trial.number == 2:
+            trial.set_user_attr("error", "ValueError: diverged")
+            raise ValueError("diverged")
+        return 0.5 + 1 / width
+
+    study.optimize(objective, n_trials=4, catch=(ValueError,))
+    table = tune.trials_table(study)
+    assert table["state"].tolist() == ["complete", "pruned", "fail", "complete"]
+    assert table["tuning_logloss"][1] == 0.8 and np.isnan(table["tuning_logloss"][2])
+    assert table["best_so_far"][:3].tolist() == [0.625] * 3
+    assert table["model.hidden_units.width"][0] == 8 and table["error"][2].startswith("Value")
+    tune.plot_trials(table, tmp_path / "trials.png", "title")
+    assert (tmp_path / "trials.png").stat().st_size > 5000
+
+
 def test_every_search_space_holds_its_configs_own_values():
     for path in sorted(tune.SEARCH_DIR.glob("*.yaml")):
         learner, _ = model_stage._load(path.stem, "paper")
@@ -247,7 +283,11 @@ def test_space_errors_name_the_key(tmp_path):
     with pytest.raises(ValueError, match="outside the space"):
         tune.default_params(space, lr_config())
     with pytest.raises(ValueError, match="not a key of the model config"):
+        tune.default_params({"train.no_such_key": {"int": [0, 2]}}, lr_config())
+    with pytest.raises(ValueError, match=r"train: unknown key\(s\) \['no_such_key'\]"):
         tune.overlay(lr_config(), {"train.no_such_key": 1})
+    with pytest.raises(ValueError, match="model.no_such_key is not a keyword of 'lr'"):
+        tune.overlay(lr_config(), {"model.no_such_key": 1})
     layers = tune.load_space("ipnn", "demo")["model.hidden_units"]
     assert tune.values_of({"h": layers}, {"h.width": 64, "h.depth": 3}) == {"h": [64, 64, 64]}
     assert np.isclose(tune.holdout_split(7000, 1 / 7), 6000)
