@@ -71,29 +71,30 @@ def field_ids(rows: int, num_fields: int, max_field_size: int | None = None, see
 
 def generate(rows: int, num_fields: int, max_field_size: int | None = None, seed: int = 0):
     """(FieldRows of `field_ids` with random labels, total ids)."""
-    from models import libffm
+    from models.libffm.rows import FieldRows
 
     ids, vocabulary = field_ids(rows, num_fields, max_field_size, seed)
     labels = (np.random.default_rng(seed + 1).random(rows) < 0.25).astype(np.uint8)
-    return libffm.FieldRows(ids, labels), vocabulary
+    return FieldRows(ids, labels), vocabulary
 
 
 def run(rows: int, num_fields: int, threads: int, epochs: int, block_rows: int,
         max_field_size: int | None = None) -> dict:
     import numba
 
-    from models import libffm
+    from models.libffm.config import ModelConfig, TrainConfig
+    from models.libffm.trainer import initial_state, train_epoch
 
     data, vocabulary = generate(rows, num_fields, max_field_size)
-    model = libffm.ModelConfig()
-    train = libffm.TrainConfig(threads=threads, shuffle_block_rows=block_rows)
-    state = libffm.initial_state(vocabulary, num_fields, model, seed=0)
+    model = ModelConfig()
+    train = TrainConfig(threads=threads, shuffle_block_rows=block_rows)
+    state = initial_state(vocabulary, num_fields, model, seed=0)
     numba.set_num_threads(threads)
-    libffm.train_epoch(state, data.take(0, 1000), model, train, epoch=0)  # compile / load cache
+    train_epoch(state, data.take(0, 1000), model, train, epoch=0)  # compile / load cache
     seconds, cpu_seconds = [], []
     for epoch in range(1, epochs + 1):
         started, cpu_started = time.perf_counter(), time.process_time()
-        libffm.train_epoch(state, data, model, train, epoch)
+        train_epoch(state, data, model, train, epoch)
         seconds.append(time.perf_counter() - started)
         cpu_seconds.append(time.process_time() - cpu_started)
     started = time.perf_counter()
@@ -217,12 +218,14 @@ def run_ours(directory: Path, args, work: Path) -> dict:
 
 def child(directory: Path, args) -> None:
     """What `python -m models.libffm --set data.format=text` does on `directory`, part by part
-    (run_numba: rows.open_inputs, model_size, initial_state, fit, predictions), the kernels
-    compiled or loaded from numba's cache first so that it is a part of its own."""
+    (run_numba: rows.open_inputs, initial_state, fit, predictions), the kernels compiled or
+    loaded from numba's cache first so that it is a part of its own."""
     started = time.perf_counter()
     import numba
 
-    from models import libffm
+    from models.libffm.config import LibffmConfig, ModelConfig, TrainConfig
+    from models.libffm.rows import convert_text
+    from models.libffm.trainer import fit, initial_state, warm_up
     parts = {"import": time.perf_counter() - started}
     work = Path(args.work)
 
@@ -232,21 +235,20 @@ def child(directory: Path, args) -> None:
         parts[name] = parts.get(name, 0.0) + time.perf_counter() - begun
         return value
 
-    config = libffm.LibffmConfig(
-        model=libffm.ModelConfig(k=args.k),
-        train=libffm.TrainConfig(learning_rate=args.eta, l2=args.l2, epochs=args.epochs,
-                                 auto_stop=False, threads=args.threads, seed=args.seed))
+    config = LibffmConfig(
+        model=ModelConfig(k=args.k),
+        train=TrainConfig(learning_rate=args.eta, l2=args.l2, epochs=args.epochs,
+                          auto_stop=False, threads=args.threads, seed=args.seed))
     numba.set_num_threads(args.threads)
-    rows = {split: timed("convert train+valid+test", libffm.convert_text,
-                         directory / f"{split}.ffm", work / "cache") for split in SPLITS}
-    timed("compile (or load cached) kernels", libffm.trainer.warm_up, rows["train"],
-          config.model, config.train)
+    rows = {split: timed("convert train+valid+test", convert_text, directory / f"{split}.ffm",
+                         work / "cache") for split in SPLITS}
+    timed("compile (or load cached) kernels", warm_up, rows["train"], config.model, config.train)
     rows["test"].labels = None
     n, m = int(rows["train"].ids.max()) + 1, rows["train"].num_fields
-    state = timed("initial state", libffm.initial_state, n, m, config.model, config.train.seed)
+    state = timed("initial state", initial_state, n, m, config.model, config.train.seed)
     kept = {}
-    result = timed("train epochs", libffm.fit, state, rows["train"], rows["valid"],
-                   config.model, config.train, work / "model.npy", kept)
+    result = timed("train epochs", fit, state, rows["train"], rows["valid"], config.model,
+                   config.train, work / "model.npy", kept)
     fit_seconds = parts.pop("train epochs")
     parts["train epochs"] = result.train_seconds
     parts["validation passes, model file"] = fit_seconds - result.train_seconds

@@ -16,6 +16,11 @@ from sklearn.metrics import log_loss
 from sklearn.preprocessing import OneHotEncoder
 
 from models import libffm
+from models.libffm.binary import binary_commands
+from models.libffm.config import DataConfig, LibffmConfig, ModelConfig, TrainConfig, load_config
+from models.libffm.learner import stage_for
+from models.libffm.rows import FieldRows, SparseRows, convert_text
+from models.libffm.trainer import fit, get_weights, initial_state, train_epoch
 from models.runner_config import config_path
 from preprocessing import field_spec, leaves
 from pipeline.paths import stage_dir
@@ -63,15 +68,15 @@ def test_one_update_matches_adagrad_on_the_brute_force_gradient(kind, k):
     n, label, eta, l2 = 7, 1, 0.2, 0.05
     ids, fields, values = INSTANCES[kind]
     r = 1 / float(values @ values)
-    model = libffm.ModelConfig(k=k, init_scale=2.0)
-    train = libffm.TrainConfig(learning_rate=eta, l2=l2, **ONE_THREAD)
-    state = libffm.initial_state(n, 3, model, seed=0)
-    before = libffm.get_weights(state, k).astype(np.float64)
+    model = ModelConfig(k=k, init_scale=2.0)
+    train = TrainConfig(learning_rate=eta, l2=l2, **ONE_THREAD)
+    state = initial_state(n, 3, model, seed=0)
+    before = get_weights(state, k).astype(np.float64)
     if kind == "fields":
-        rows = libffm.FieldRows(ids[None].astype(np.int32), np.array([label], np.uint8))
+        rows = FieldRows(ids[None].astype(np.int32), np.array([label], np.uint8))
     else:
-        rows = libffm.SparseRows(np.array([0, 3]), ids.astype(np.int32), fields.astype(np.int32),
-                                 values.astype(np.float32), np.array([label], np.uint8))
+        rows = SparseRows(np.array([0, 3]), ids.astype(np.int32), fields.astype(np.int32),
+                          values.astype(np.float32), np.array([label], np.uint8))
     loss, phi = brute_force_objective(before, ids, fields, values, label, r, 0.0)
     np.testing.assert_allclose(rows.predict(state, model), [1 / (1 + np.exp(-phi))], rtol=1e-5)
 
@@ -81,7 +86,7 @@ def test_one_update_matches_adagrad_on_the_brute_force_gradient(kind, k):
     accumulators = 1.0 + gradient ** 2
     expected = before - eta * gradient / np.sqrt(accumulators)
     assert returned == pytest.approx(loss, rel=1e-5)
-    np.testing.assert_allclose(libffm.get_weights(state, k), expected, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(get_weights(state, k), expected, rtol=1e-4, atol=1e-6)
     got_accumulators = state[:, :, :, 1, :].reshape(n, 3, -1)[:, :, :k]
     np.testing.assert_allclose(got_accumulators, accumulators, rtol=1e-4)
     assert np.count_nonzero(gradient) == 2 * 3 * k  # 3 pairs x 2 vectors touched, nothing else
@@ -103,11 +108,10 @@ def planted_interactions(rows, seed, fields=4, values=12):
 def test_ffm_learns_a_planted_interaction_that_lr_and_a_constant_cannot():
     train_ids, train_labels = planted_interactions(20_000, seed=1)
     valid_ids, valid_labels = planted_interactions(5_000, seed=2)
-    model = libffm.ModelConfig()
-    state = libffm.initial_state(48, 4, model, seed=0)
-    result = libffm.fit(state, libffm.FieldRows(train_ids, train_labels),
-                        libffm.FieldRows(valid_ids, valid_labels), model,
-                        libffm.TrainConfig(epochs=8, auto_stop=False, threads=2), None)
+    model = ModelConfig()
+    state = initial_state(48, 4, model, seed=0)
+    result = fit(state, FieldRows(train_ids, train_labels), FieldRows(valid_ids, valid_labels),
+                 model, TrainConfig(epochs=8, auto_stop=False, threads=2), None)
     ffm = result.history[-1]["valid_logloss"]
     encoder = OneHotEncoder().fit(train_ids)
     lr = LogisticRegression(max_iter=1000).fit(encoder.transform(train_ids), train_labels)
@@ -120,12 +124,12 @@ def test_ffm_learns_a_planted_interaction_that_lr_and_a_constant_cannot():
 def test_auto_stop_keeps_the_epoch_before_the_validation_loss_rose(tmp_path):
     train_ids, train_labels = planted_interactions(5_000, seed=1)
     valid_ids, valid_labels = planted_interactions(2_000, seed=2)
-    flipped = libffm.FieldRows(valid_ids, 1 - valid_labels)  # learning makes this loss rise
-    model = libffm.ModelConfig()
-    state = libffm.initial_state(48, 4, model, seed=0)
+    flipped = FieldRows(valid_ids, 1 - valid_labels)  # learning makes this loss rise
+    model = ModelConfig()
+    state = initial_state(48, 4, model, seed=0)
     kept = {}
-    result = libffm.fit(state, libffm.FieldRows(train_ids, train_labels), flipped, model,
-                        libffm.TrainConfig(epochs=10, **ONE_THREAD), tmp_path / "model.npy", kept)
+    result = fit(state, FieldRows(train_ids, train_labels), flipped, model,
+                 TrainConfig(epochs=10, **ONE_THREAD), tmp_path / "model.npy", kept)
     losses = [entry["valid_logloss"] for entry in result.history]
     rise = next(epoch for epoch in range(1, len(losses)) if losses[epoch] > losses[epoch - 1])
     assert result.stopped_early and len(losses) == rise + 1 < 10
@@ -133,17 +137,16 @@ def test_auto_stop_keeps_the_epoch_before_the_validation_loss_rose(tmp_path):
     np.testing.assert_array_equal(kept["valid"], flipped.predict(state, model))
     assert log_loss(flipped.labels, kept["valid"].astype(np.float64)) == \
         pytest.approx(losses[rise - 1], rel=1e-6)
-    np.testing.assert_array_equal(np.load(tmp_path / "model.npy"), libffm.get_weights(state, 4))
+    np.testing.assert_array_equal(np.load(tmp_path / "model.npy"), get_weights(state, 4))
 
 
 def test_fixed_epochs_without_auto_stop_run_them_all(tmp_path):
     train_ids, train_labels = planted_interactions(2_000, seed=1)
     valid_ids, valid_labels = planted_interactions(500, seed=2)
-    state = libffm.initial_state(48, 4, libffm.ModelConfig(), seed=0)
-    result = libffm.fit(state, libffm.FieldRows(train_ids, train_labels),
-                        libffm.FieldRows(valid_ids, 1 - valid_labels), libffm.ModelConfig(),
-                        libffm.TrainConfig(epochs=4, auto_stop=False, **ONE_THREAD),
-                        tmp_path / "model.npy")
+    state = initial_state(48, 4, ModelConfig(), seed=0)
+    result = fit(state, FieldRows(train_ids, train_labels), FieldRows(valid_ids, 1 - valid_labels),
+                 ModelConfig(), TrainConfig(epochs=4, auto_stop=False, **ONE_THREAD),
+                 tmp_path / "model.npy")
     assert len(result.history) == 4 and not result.stopped_early and result.best_epoch == 4
 
 
@@ -156,19 +159,19 @@ def write_text(path, ids, labels):
 def test_text_input_trains_like_the_field_files(tmp_path):
     ids, labels = planted_interactions(3_000, seed=1)
     write_text(tmp_path / "train.ffm", ids, labels)
-    text = libffm.convert_text(tmp_path / "train.ffm", tmp_path / "cache")
-    assert isinstance(text, libffm.FieldRows)  # one `a:id:1` per field a: the field kernels
+    text = convert_text(tmp_path / "train.ffm", tmp_path / "cache")
+    assert isinstance(text, FieldRows)  # one `a:id:1` per field a: the field kernels
     np.testing.assert_array_equal(text.labels, labels)
     np.testing.assert_array_equal(text.ids, ids)
-    sparse = libffm.SparseRows(np.arange(len(ids) + 1) * 4, ids.ravel(),
-                               np.tile(np.arange(4, dtype=np.int32), len(ids)),
-                               np.ones(ids.size, np.float32), labels)
-    model, train = libffm.ModelConfig(), libffm.TrainConfig(shuffle_block_rows=1000, **ONE_THREAD)
+    sparse = SparseRows(np.arange(len(ids) + 1) * 4, ids.ravel(),
+                        np.tile(np.arange(4, dtype=np.int32), len(ids)),
+                        np.ones(ids.size, np.float32), labels)
+    model, train = ModelConfig(), TrainConfig(shuffle_block_rows=1000, **ONE_THREAD)
     numba.set_num_threads(1)  # train_epoch runs on the threads fit would set
     states = []
-    for rows in (libffm.FieldRows(ids, labels), text, sparse):
-        state = libffm.initial_state(48, 4, model, seed=0)
-        libffm.train_epoch(state, rows, model, train, epoch=1)
+    for rows in (FieldRows(ids, labels), text, sparse):
+        state = initial_state(48, 4, model, seed=0)
+        train_epoch(state, rows, model, train, epoch=1)
         states.append(state)
     np.testing.assert_array_equal(states[0], states[1])
     # Same algorithm and order; the two kernels round in a different order (float32).
@@ -177,17 +180,17 @@ def test_text_input_trains_like_the_field_files(tmp_path):
 
 def test_field_rows_predict_like_libffm_skipping_unseen_ids_and_fields(tmp_path):
     """Predictions skip ids >= n and fields >= m (libffm), whichever kernel reads the rows."""
-    state = libffm.initial_state(10, 3, libffm.ModelConfig(), seed=0)
+    state = initial_state(10, 3, ModelConfig(), seed=0)
     ids = np.array([[0, 4, 9, 2], [12, 5, 8, 1], [3, 6, 10, 11]], np.int32)  # 4 fields, m = 3
-    dense = libffm.FieldRows(ids, None).predict(state, libffm.ModelConfig())
+    dense = FieldRows(ids, None).predict(state, ModelConfig())
     kept = (ids < 10) & (np.arange(4) < 3)
-    sparse = libffm.SparseRows(np.arange(4) * 4, ids.ravel(),
-                               np.tile(np.arange(4, dtype=np.int32), 3), np.ones(12, np.float32),
-                               None).predict(state, libffm.ModelConfig(normalization="none"))
-    by_hand = [libffm.SparseRows(np.array([0, kept[row].sum()]), ids[row][kept[row]],
-                                 np.flatnonzero(kept[row]).astype(np.int32),
-                                 np.ones(kept[row].sum(), np.float32), None)
-               .predict(state, libffm.ModelConfig(normalization="none"))[0] for row in range(3)]
+    sparse = SparseRows(np.arange(4) * 4, ids.ravel(),
+                        np.tile(np.arange(4, dtype=np.int32), 3), np.ones(12, np.float32),
+                        None).predict(state, ModelConfig(normalization="none"))
+    by_hand = [SparseRows(np.array([0, kept[row].sum()]), ids[row][kept[row]],
+                          np.flatnonzero(kept[row]).astype(np.int32),
+                          np.ones(kept[row].sum(), np.float32), None)
+               .predict(state, ModelConfig(normalization="none"))[0] for row in range(3)]
     np.testing.assert_allclose(sparse, by_hand, rtol=1e-6)
     # the field rows' r is 1/F with F = 4 columns, as libffm's 1/||x||^2 of the text line
     logit = np.log(sparse / (1 - sparse)) / 4
@@ -197,11 +200,11 @@ def test_field_rows_predict_like_libffm_skipping_unseen_ids_and_fields(tmp_path)
 def test_text_turning_sparse_after_field_rows_writes_every_row(tmp_path, monkeypatch):
     """A file whose first chunks are `0:id:1 1:id:1` rows and later ones not: the CSR files hold
     the earlier rows too."""
-    monkeypatch.setattr(libffm.rows, "TEXT_CHUNK_BYTES", 16)
+    monkeypatch.setattr("models.libffm.rows.TEXT_CHUNK_BYTES", 16)
     path = tmp_path / "a.ffm"
     path.write_text("1 0:5:1 1:7:1\n0 0:3:1 1:2:1\n1 0:2:1 1:4:1 2:1:0.5\n0 1:3:1\n")
-    rows = libffm.convert_text(path, tmp_path / "cache")
-    assert isinstance(rows, libffm.SparseRows)
+    rows = convert_text(path, tmp_path / "cache")
+    assert isinstance(rows, SparseRows)
     assert list(rows.labels) == [1, 0, 1, 0] and list(rows.indptr) == [0, 2, 4, 7, 8]
     assert list(rows.fields) == [0, 1, 0, 1, 0, 1, 2, 1]
     assert list(rows.ids) == [5, 7, 3, 2, 2, 4, 1, 3]
@@ -209,45 +212,45 @@ def test_text_turning_sparse_after_field_rows_writes_every_row(tmp_path, monkeyp
 
 
 def test_text_reader_handles_values_chunks_and_reports_bad_lines(tmp_path, monkeypatch):
-    monkeypatch.setattr(libffm.rows, "TEXT_CHUNK_BYTES", 16)  # lines straddle chunk boundaries
+    monkeypatch.setattr("models.libffm.rows.TEXT_CHUNK_BYTES", 16)  # lines straddle chunks
     path = tmp_path / "a.ffm"
     path.write_text("1 0:5:0.5 2:7:1.5e1\n0 1:3:1\n-1 0:2:2 1:4:1")  # no final newline
-    rows = libffm.convert_text(path, tmp_path / "cache")
+    rows = convert_text(path, tmp_path / "cache")
     assert list(rows.labels) == [1, 0, 0] and list(rows.indptr) == [0, 2, 3, 5]
     assert list(rows.fields) == [0, 2, 1, 0, 1] and list(rows.ids) == [5, 7, 3, 2, 4]
     np.testing.assert_allclose(rows.values, [0.5, 15.0, 1.0, 2.0, 1.0])
     path.write_text("1 0:5:1\n1 0:5\n")
     with pytest.raises(ValueError, match=r"a.ffm:2: not a libFFM line"):
-        libffm.convert_text(path, tmp_path / "cache")
+        convert_text(path, tmp_path / "cache")
 
 
 def test_binary_engine_runs_ffm_train_with_the_libffm_options(tmp_path):
-    config = libffm.LibffmConfig(data=libffm.DataConfig(stage="04_export", format="text"),
-                                 train=libffm.TrainConfig(epochs=18, auto_stop=False, threads=8))
-    train, *predicts = libffm.binary_commands(config, tmp_path, tmp_path / "out")
+    config = LibffmConfig(data=DataConfig(stage="04_export", format="text"),
+                          train=TrainConfig(epochs=18, auto_stop=False, threads=8))
+    train, *predicts = binary_commands(config, tmp_path, tmp_path / "out")
     assert train == ["ffm-train", "-k", "4", "-t", "18", "-r", "0.2", "-l", "2e-05", "-s", "8",
                      "-p", str(tmp_path / "valid.ffm"), str(tmp_path / "train.ffm"),
                      str(tmp_path / "out" / "model.txt")]
     assert predicts[1][:2] == ["ffm-predict", str(tmp_path / "test.ffm")]
-    winners = libffm.LibffmConfig(data=config.data, model=libffm.ModelConfig(init_scale=0.5))
+    winners = LibffmConfig(data=config.data, model=ModelConfig(init_scale=0.5))
     with pytest.raises(ValueError, match="model.init_scale"):
-        libffm.binary_commands(winners, tmp_path, tmp_path)
-    in_order = libffm.LibffmConfig(data=config.data, train=libffm.TrainConfig(shuffle=False))
+        binary_commands(winners, tmp_path, tmp_path)
+    in_order = LibffmConfig(data=config.data, train=TrainConfig(shuffle=False))
     with pytest.raises(ValueError, match="train.shuffle"):  # ffm-train always shuffles
-        libffm.binary_commands(in_order, tmp_path, tmp_path)
+        binary_commands(in_order, tmp_path, tmp_path)
 
 
 def test_presets_load_strictly():
-    config = libffm.load_config(config_path("libffm_winners"))
+    config = load_config(config_path("libffm_winners"))
     assert (config.model.normalization_scale, config.model.init_scale) == (2.0, 0.5)
     assert (config.train.epochs, config.train.learning_rate, config.train.auto_stop) == \
         (11, 0.1, False)
     with pytest.raises(ValueError, match="unknown key"):
-        libffm.load_config(config_path("libffm"), overrides=["train.eta=0.1"])
+        load_config(config_path("libffm"), overrides=["train.eta=0.1"])
 
 
 def test_stage_code_covers_every_module_of_the_package(artifacts):
-    stage = libffm.stage_for("t", "libffm", libffm.LibffmConfig())
+    stage = stage_for("t", "libffm", LibffmConfig())
     package = Path(libffm.__file__).parent
     modules = {f"models/libffm/{path.name}" for path in package.glob("*.py")} - \
         {"models/libffm/__main__.py"}
@@ -338,7 +341,7 @@ def test_binary_engine_runs_the_real_libffm(staged, libffm_programs, tmp_path,  
     assert sorted(path.name for path in out.iterdir() if path.suffix == ".out") == []
     # The numba kernels on libffm's model predict what ffm-predict wrote.
     state, k = read_libffm_model(out / "model.txt")
-    valid = libffm.convert_text(stage_dir("t", "04_export") / "valid.ffm", tmp_path / "cache")
+    valid = convert_text(stage_dir("t", "04_export") / "valid.ffm", tmp_path / "cache")
     shutil.rmtree(tmp_path / "cache")
-    np.testing.assert_allclose(valid.predict(state, libffm.ModelConfig(k=k)),
+    np.testing.assert_allclose(valid.predict(state, ModelConfig(k=k)),
                                np.load(out / "valid.pred.npy"), rtol=1e-5, atol=1e-6)

@@ -32,44 +32,15 @@ Outputs `artifacts/<TAG>/05_train/<ID>/`: what the publisher writes for every le
 (`models/learner.py`; history.csv has one row per epoch) and model.npy (weights float32 [n, m, k];
 `model.txt` for the binary engine).
 
-Modules: `config` (the YAML's dataclasses), `intrinsics` (LLVM SIMD helpers and the state
-layout), `kernels` (numba training and prediction passes), `rows` (field-row and CSR row
-sources, libFFM text -> either), `trainer` (state, epochs, fit: the numba engine), `binary` (the
-ffm-train engine), `learner` (the stage, the fit and the tuning trial the publisher and the
-search call). This package re-exports what the rest of
-the project uses.
+Modules: `config` (the YAML's dataclasses), `rows` (row sources; libFFM text -> binary),
+`kernels` and `intrinsics` (numba), `trainer` (the numba engine), `binary` (the ffm-train engine),
+`learner` (the stage, its fit and the tuning trial).
 """
 
 from __future__ import annotations
 
 from models.cli import learner_main
-from models.libffm import binary, config, intrinsics, kernels, learner, rows, trainer  # noqa: F401
-from models.libffm.binary import binary_commands, run_binary
-from models.libffm.config import (
-    DataConfig,
-    LibffmConfig,
-    ModelConfig,
-    TrainConfig,
-    input_dir,
-    load_config,
-)
-from models.libffm.learner import LEARNER, stage_for
-from models.libffm.rows import FieldRows, SparseRows, convert_text, model_size, open_inputs
-from models.libffm.trainer import (
-    FitResult,
-    fit,
-    get_weights,
-    initial_state,
-    load_weights,
-    run_numba,
-    save_weights,
-    train_epoch,
-)
-
-__all__ = ["LEARNER", "DataConfig", "FieldRows", "FitResult", "LibffmConfig", "ModelConfig",
-           "SparseRows", "TrainConfig", "binary_commands", "convert_text", "fit", "get_weights",
-           "initial_state", "input_dir", "load_config", "load_weights", "main", "model_size",
-           "open_inputs", "run_binary", "run_numba", "save_weights", "stage_for", "train_epoch"]
+from models.libffm.learner import LEARNER
 
 
 def main(argv=None) -> None:

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from models.libffm.config import LibffmConfig, input_dir
+from models.libffm.config import LibffmConfig
 from models.libffm.rows import convert_text
 from models.libffm.trainer import FitResult
+from pipeline.paths import stage_dir
 
 
 def binary_commands(config: LibffmConfig, directory: Path, out: Path) -> list[list[str]]:
@@ -48,7 +49,8 @@ def binary_commands(config: LibffmConfig, directory: Path, out: Path) -> list[li
 def run_binary(tag: str, config: LibffmConfig, out: Path, cache: Path):
     """Runs the real libffm on the text files; returns what `run_numba` does (the history from
     ffm-train's log)."""
-    directory, out = input_dir(tag, config).resolve(), out.resolve()  # ffm-train runs in cache
+    directory = stage_dir(tag, config.data.stage).resolve()  # ffm-train runs in cache
+    out = out.resolve()
     for program in ("ffm-train", "ffm-predict"):
         if shutil.which(program) is None:
             raise FileNotFoundError(f"train.engine=binary: {program} is not on the PATH")

@@ -7,7 +7,6 @@ import typing
 from pathlib import Path
 
 from models import learner
-from pipeline.paths import stage_dir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,8 +42,8 @@ class TrainConfig:
     max_valid_rows: int | None = None
 
     def __post_init__(self):
-        for name in ("epochs", "threads", "shuffle_block_rows"):
-            if getattr(self, name) < (1 if name == "epochs" else 0):
+        for name, low in (("epochs", 1), ("threads", 0), ("shuffle_block_rows", 0)):
+            if getattr(self, name) < low:
                 raise ValueError(f"config.train.{name}: out of range: {getattr(self, name)}")
         if self.learning_rate <= 0 or self.l2 < 0:
             raise ValueError("config.train: learning_rate must be > 0 and l2 >= 0")
@@ -61,8 +60,3 @@ class LibffmConfig:
 def load_config(path: Path, preset: str = "paper", overrides=()) -> LibffmConfig:
     """The model YAML, then `presets.<preset>`, then `--set key=value` overrides; strict."""
     return learner.load_config(LibffmConfig, path, preset, overrides, f" ({path})")
-
-
-def input_dir(tag: str, config: LibffmConfig) -> Path:
-    """The folder of the inputs: artifacts/<tag>/<data.stage>/."""
-    return stage_dir(tag, config.data.stage)

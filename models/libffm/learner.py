@@ -12,8 +12,8 @@ import numpy as np
 
 from models import learner
 from models.libffm.binary import run_binary
-from models.libffm.config import LibffmConfig, input_dir, load_config
-from models.libffm.rows import FieldRows, model_size, open_inputs
+from models.libffm.config import LibffmConfig, load_config
+from models.libffm.rows import FieldRows, open_inputs
 from models.libffm.trainer import fit, initial_state, run_numba
 from preprocessing import field_spec
 from pipeline import config as config_lib
@@ -23,11 +23,10 @@ from pipeline.paths import stage_dir
 
 
 def stage_for(tag: str, model_id: str, config: LibffmConfig) -> Stage:
-    """The stage of one model. Its code is this module's import closure, which holds the whole
-    package: importing models.libffm.learner runs models/libffm/__init__.py, which imports every
-    module of the package."""
+    """The stage of one model. Its code is this module's import closure, which holds every
+    module of the package but `__main__`."""
     return Stage(tag, "05_train", {"model_id": model_id, **config_lib.to_dict(config)},
-                 inputs=[input_dir(tag, config)], code=__spec__.name, unit=model_id)
+                 inputs=[stage_dir(tag, config.data.stage)], code=__spec__.name, unit=model_id)
 
 
 class Libffm:
@@ -69,14 +68,12 @@ class Libffm:
             raise errors.InputError("tuning libFFM needs data.format: fields and "
                                     "train.engine: numba")
         with tempfile.TemporaryDirectory(prefix="criteo-pnn-trial-libffm-") as scratch:
-            rows = open_inputs(tag, config, Path(scratch))
-            n, m = model_size(tag, config, rows)
+            rows, n, m = open_inputs(tag, config, Path(scratch))
             train = rows["train"]
             cut = learner.holdout_split(len(train), fraction)
-            fit_rows = FieldRows(train.ids[:cut], train.labels[:cut])
             holdout = FieldRows(train.ids[cut:], train.labels[cut:])
             state = initial_state(n, m, config.model, config.train.seed)
-            result = fit(state, fit_rows.head(config.train.max_train_rows),
+            result = fit(state, train.head(cut).head(config.train.max_train_rows),
                          holdout.head(config.train.max_valid_rows), config.model,
                          config.train, Path(scratch) / "model.npy")
         return {"valid_logloss": float(result.history[result.best_epoch - 1]["valid_logloss"]),

@@ -5,7 +5,7 @@ CSR.
 
 Neither is ever loaded whole: `take` reads a block of contiguous rows into RAM (the trainer's
 unit of shuffling), `head` limits a split without reading it. `open_inputs` opens a tag's three
-splits in the configured format, `model_size` gives the model's n and m for them.
+splits in the configured format, with the model's n and m for them.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ import numba
 from numba import njit, prange
 
 from models.libffm import kernels
-from models.libffm.config import LibffmConfig, ModelConfig, TrainConfig, input_dir
+from models.libffm.config import LibffmConfig, ModelConfig, TrainConfig
 from preprocessing import field_spec
+from pipeline.paths import stage_dir
 
 TEXT_CHUNK_BYTES = 1 << 26
 
@@ -112,32 +113,24 @@ class SparseRows:
         return out
 
 
-def open_inputs(tag: str, config: LibffmConfig, cache_dir: Path) -> dict:
-    """{split: FieldRows | SparseRows} for train/valid/test (whole splits)."""
-    directory = input_dir(tag, config)
+def open_inputs(tag: str, config: LibffmConfig, cache_dir: Path) -> tuple[dict, int, int]:
+    """({split: FieldRows | SparseRows} for train/valid/test (whole splits), n, m): n and m are
+    the field files' total vocabulary and field count; for text, as libffm: the largest index
+    and field of the training file, plus one."""
+    directory = stage_dir(tag, config.data.stage)
     if config.data.format == "fields":
-        _, splits = field_spec.open_field_files(directory, check_ids=True)
+        spec, splits = field_spec.open_field_files(directory, check_ids=True)
         rows = {name: FieldRows(split.fields, split.labels) for name, split in splits.items()}
-    else:
-        rows = {}
-        for name in field_spec.SPLITS:
-            path = directory / f"{name}.ffm"
-            if not path.exists():
-                raise FileNotFoundError(f"{path}: missing; data.format=text needs the libFFM "
-                                        "text of stage 04 (export.libffm / leaves.libffm)")
-            rows[name] = convert_text(path, cache_dir)
-        rows["test"].labels = None
-    return rows
-
-
-def model_size(tag: str, config: LibffmConfig, rows: dict) -> tuple[int, int]:
-    """(n, m): the field files' total vocabulary and field count; for text, as libffm: the
-    largest index and field of the training file, plus one."""
-    if config.data.format == "fields":
-        spec = field_spec.FieldSpec.load(input_dir(tag, config))
-        return spec.total_vocabulary_size, spec.num_fields
-    train = rows["train"]
-    return int(train.ids.max()) + 1, train.num_fields
+        return rows, spec.total_vocabulary_size, spec.num_fields
+    rows = {}
+    for name in field_spec.SPLITS:
+        path = directory / f"{name}.ffm"
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: missing; data.format=text needs the libFFM text "
+                                    "of stage 04 (export.libffm / leaves.libffm)")
+        rows[name] = convert_text(path, cache_dir)
+    rows["test"].labels = None
+    return rows, int(rows["train"].ids.max()) + 1, rows["train"].num_fields
 
 
 # libFFM text -> binary files (streamed in chunks, never the whole file in RAM)
@@ -407,5 +400,4 @@ def convert_text(path: Path, out_dir: Path) -> FieldRows | SparseRows:
                          labels)
     arrays = {name: np.memmap(paths[name], dtypes[name], "r") if entries or name == "indptr"
               else np.zeros(0, dtypes[name]) for name in ("indptr", "ids", "fields", "values")}
-    return SparseRows(arrays["indptr"], arrays["ids"], arrays["fields"], arrays["values"],
-                      labels)
+    return SparseRows(*arrays.values(), labels)

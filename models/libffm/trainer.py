@@ -15,7 +15,7 @@ import numpy as np
 
 from models.libffm.config import LibffmConfig, ModelConfig, TrainConfig
 from models.libffm.intrinsics import LANES
-from models.libffm.rows import model_size, open_inputs
+from models.libffm.rows import FieldRows, SparseRows, open_inputs
 from pipeline.metrics import logloss_and_auc
 
 ROW_CHUNK_FLOATS = 1 << 22  # initialise / save / restore the state this many floats at a time
@@ -77,8 +77,6 @@ def warm_up(rows, model: ModelConfig, train: TrainConfig) -> None:
     """Compiles the training and prediction kernels of `rows`' kind (or loads them from numba's
     cache) on a two-row set of read-only arrays, as the memmaps are, so that the first epoch is
     not charged with it."""
-    from models.libffm.rows import FieldRows, SparseRows
-
     ids = np.zeros((2, 2), np.int32)
     labels = np.array([1, 0], np.uint8)
     if isinstance(rows, FieldRows):
@@ -122,7 +120,7 @@ def train_epoch(state, rows, model: ModelConfig, train: TrainConfig, epoch: int)
 
 @dataclasses.dataclass
 class FitResult:
-    history: list  # per epoch: epoch, train_logloss, valid_logloss, valid_auc, seconds
+    history: list  # per epoch: epoch, train_logloss, valid_logloss, valid_auc, train_seconds
     best_epoch: int
     stopped_early: bool
     train_seconds: float
@@ -141,14 +139,12 @@ def fit(state, train_rows, valid_rows, model: ModelConfig, train: TrainConfig,
     if train.auto_stop and weights_path is None:
         raise ValueError("auto_stop keeps the previous weights in a file: give weights_path")
     numba.set_num_threads(train.threads or numba.config.NUMBA_NUM_THREADS)
-    history, best, seconds, examples = [], math.inf, 0.0, 0
-    stopped_early = False
+    history, best, seconds, stopped_early = [], math.inf, 0.0, False
     for epoch in range(1, train.epochs + 1):
         started = time.perf_counter()
         train_loss = train_epoch(state, train_rows, model, train, epoch)
         epoch_seconds = time.perf_counter() - started
         seconds += epoch_seconds
-        examples += len(train_rows)
         predictions = valid_rows.predict(state, model)
         valid_loss, valid_auc = logloss_and_auc(valid_rows.labels, predictions)
         history.append({"epoch": epoch, "train_logloss": train_loss, "valid_logloss": valid_loss,
@@ -169,27 +165,24 @@ def fit(state, train_rows, valid_rows, model: ModelConfig, train: TrainConfig,
     if not stopped_early and weights_path is not None:
         save_weights(state, model.k, weights_path)
     best_epoch = len(history) - 1 if stopped_early else len(history)
-    return FitResult(history, best_epoch, stopped_early, seconds, examples)
+    return FitResult(history, best_epoch, stopped_early, seconds, len(history) * len(train_rows))
 
 
 def run_numba(tag: str, config: LibffmConfig, out: Path, cache: Path):
     """Trains with the numba kernels; returns ({split: predictions}, valid labels, FitResult,
     extra metrics). Predictions cover the whole valid and test splits whatever max_*_rows."""
-    numba.set_num_threads(config.train.threads or numba.config.NUMBA_NUM_THREADS)
-    rows = open_inputs(tag, config, cache)  # text: parsed on these threads
-    n, m = model_size(tag, config, rows)
-    state = initial_state(n, m, config.model, config.train.seed)
-    train = config.train
+    model, train = config.model, config.train
+    numba.set_num_threads(train.threads or numba.config.NUMBA_NUM_THREADS)
+    rows, n, m = open_inputs(tag, config, cache)  # text: parsed on these threads
+    state = initial_state(n, m, model, train.seed)
     train_rows = rows["train"].head(train.max_train_rows)
-    warm_up(train_rows, config.model, train)
+    warm_up(train_rows, model, train)
     kept = {}
-    result = fit(state, train_rows, rows["valid"].head(train.max_valid_rows), config.model,
-                 train, out / "model.npy", kept if train.max_valid_rows is None else None)
-    predictions = {split: kept.get(split) for split in ("valid", "test")}
-    for split in ("valid", "test"):
-        if predictions[split] is None:
-            predictions[split] = rows[split].predict(state, config.model)
-    extra = {"parameter_count": n * m * config.model.k, "train_rows": len(train_rows),
+    result = fit(state, train_rows, rows["valid"].head(train.max_valid_rows), model, train,
+                 out / "model.npy", kept if train.max_valid_rows is None else None)
+    predictions = {split: kept[split] if split in kept else rows[split].predict(state, model)
+                   for split in ("valid", "test")}
+    extra = {"parameter_count": n * m * model.k, "train_rows": len(train_rows),
              "threads": numba.get_num_threads()}
     return predictions, rows["valid"].labels, result, extra
 
