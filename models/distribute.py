@@ -52,14 +52,9 @@ def device_name(strategy) -> str:
     if strategy is not None:
         devices = [name.split("device:")[-1] for name in strategy.extended.worker_devices]
         return f"{len(devices)} replicas: {', '.join(devices)}"
-    if keras.backend.backend() == "jax":
-        import jax
-        device = jax.devices()[0]
-        return f"{device.platform.upper()}:{device.id}"
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-        return "GPU:0" if tf.config.list_logical_devices("GPU") else "CPU:0"
-    return "CPU:0"
+    if keras.backend.backend() not in ("tensorflow", "jax"):
+        return "CPU:0"  # models.engine.create_train_step refuses the backend
+    return keras.distribution.list_devices()[0].upper()  # the first GPU (or TPU), else CPU
 
 
 def create_strategy(mode: str):
@@ -124,21 +119,19 @@ class ReplicaBatches:
 
 def shard_batch(fields: np.ndarray, labels: np.ndarray, step: int, *, first_replica: int,
                 local_replicas: int, total_replicas: int) -> ReplicaBatches:
-    """Cuts a global batch [B, F] into `total_replicas` contiguous slices (the first B mod
-    replicas slices one row longer) and compacts the slices of replicas first_replica .. first_replica + local - 1.
+    """Cuts a global batch [B, F] into `total_replicas` contiguous slices (`np.array_split`) and
+    compacts those of this worker's replicas, `local_replicas` from `first_replica`.
 
     A replica left without rows (a last batch smaller than the replica count) gets an empty
     batch whose one unique id, with count 0, is the batch's first id: it is in the global batch
     anyway, so the union of updated rows is unchanged.
     """
-    sizes = np.full(total_replicas, len(fields) // total_replicas)
-    sizes[:len(fields) % total_replicas] += 1
-    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    local = slice(first_replica, first_replica + local_replicas)
     replicas = []
-    for replica in range(first_replica, first_replica + local_replicas):
-        start, stop = bounds[replica], bounds[replica + 1]
-        if stop > start:
-            replicas.append(data.compact_batch(fields[start:stop], labels[start:stop], step, None))
+    for replica_fields, replica_labels in zip(np.array_split(fields, total_replicas)[local],
+                                              np.array_split(labels, total_replicas)[local]):
+        if len(replica_labels):
+            replicas.append(data.compact_batch(replica_fields, replica_labels, step, None))
         else:
             replicas.append(data.Batch(
                 compact_ids=np.zeros((0, fields.shape[1]), np.int32),
@@ -217,8 +210,8 @@ class DistributedTrainStep(TensorFlowTrainStep):
         return row_gradients, gradients[len(rows):], data_loss
 
     def loss(self, logits, labels, rows, counts):
-        """This replica's share: cross-entropy summed and divided by the global batch's rows
-        (mean reduction), sparse L2 over its own lookups, regularisers / replicas."""
+        """This replica's share: cross-entropy / the global batch's rows (mean reduction), sparse
+        L2 over its own lookups, regularisers / replicas."""
         replicas = self.strategy.num_replicas_in_sync
         extra = [keras.ops.cast(loss, "float32") / replicas for loss in self.model.losses]
         loss, data_loss = batch_loss(logits, labels, rows, counts, self.layers, "sum", extra)
@@ -229,12 +222,11 @@ class DistributedTrainStep(TensorFlowTrainStep):
 
 
 def _update_table(settings, table, gradient, slots, learning_rate):
-    """Per-device update of one table copy from the all-reduced IndexedSlices gradient, whose
-    repeated ids (one block per replica) are summed first."""
+    """Per-device update of one table copy from the all-reduced IndexedSlices gradient."""
     import tensorflow as tf
 
     unique_ids, position = tf.unique(gradient.indices)
     rows_gradient = tf.math.unsorted_segment_sum(gradient.values, position,
                                                  tf.shape(unique_ids)[0])
     update_rows(settings, table, tf.gather(table, unique_ids), slots, unique_ids, rows_gradient,
-                learning_rate=learning_rate)
+                None, learning_rate)

@@ -1,8 +1,7 @@
 """Adam and AdaGrad as pure functions of (parameter, gradient, slots), for rows and dense weights.
 
-The runner updates an embedding table by gathering the rows a batch touches, computing new rows and
-slot rows with these functions, and scattering them back (`models/engine/`); dense weights go
-through the same functions whole. Written with `keras.ops` so TensorFlow and JAX share the maths.
+The engine (`models/engine/`) applies them to the rows a batch touches and to whole dense weights;
+written with `keras.ops`, so TensorFlow and JAX share the maths.
 
 Sparse ("lazy") Adam semantics, chosen deliberately:
 - Only touched rows change: a row absent from a batch keeps its value *and* its moments. Dense Adam
@@ -10,9 +9,9 @@ Sparse ("lazy") Adam semantics, chosen deliberately:
   moving absent rows by their old momentum.
 - Bias correction is **per row**: each row carries a `count` slot (the number of batches that
   touched it) and is corrected with beta**count, so every row's update sequence is exactly dense
-  Adam run on that row's own gradient subsequence. TF Addons' LazyAdam and torch's SparseAdam correct with the
-  *global* step instead, which makes a rare row's first update (1 - beta_1) / sqrt(1 - beta_2) ~ 3.2
-  times larger than Adam's first step (lr * sign(g)).
+  Adam run on that row's own gradient subsequence. TF Addons' LazyAdam and torch's SparseAdam
+  correct with the *global* step instead, which makes a rare row's first update
+  (1 - beta_1) / sqrt(1 - beta_2) ~ 3.2 times larger than Adam's first step (lr * sign(g)).
 - Dense weights are touched every step, so their `count` is the global step and this is plain Adam.
 
 AdaGrad follows TF1 `tf.train.AdagradOptimizer` (the authors' Kaggle KFM): accumulator starts at

@@ -1,12 +1,10 @@
 """The Keras training runner: `python -m models.train --tag TAG --model ID [--preset P] [--resume]`.
 
-Reads `artifacts/<TAG>/<train.input_stage>/` (03_hash or 04_leaves, verified by
-`open_field_files`), builds `model.arch` from the registry with the YAML's hyperparameters,
-trains with sparse row updates (`models/engine/`), early-stops on validation logloss (and, with
-`train.lr_decay_factor` < 1, lowers the learning rate on plateaus of it) and hands
-the best weights' predictions to the publisher (`models/learner.py`), which writes
-`artifacts/<TAG>/05_train/<ID>/` atomically; the runner adds model.keras and tensorboard/ (event
-files). A model whose config, inputs and code are unchanged is skipped.
+Reads `artifacts/<TAG>/<train.input_stage>/` (03_hash or 04_leaves), builds `model.arch` from
+the registry with the YAML's hyperparameters, trains with sparse row updates (`models/engine/`),
+early-stops on validation logloss (and, with `train.lr_decay_factor` < 1, lowers the learning
+rate on its plateaus) and hands the best weights' predictions, model.keras and tensorboard/
+(event files) to the publisher (`models/learner.py`), which writes `05_train/<ID>/`.
 
 Checkpoints (weights, optimiser slots, learning rate, data position, history) go to
 `05_train/.checkpoints/<ID>/` every `checkpoint_every_steps`; `--resume` continues from there. The
@@ -68,14 +66,6 @@ def stage_config(model_id: str, config: RunnerConfig) -> dict:
             "train": config_lib.to_dict(config.train), "backend": keras.backend.backend()}
 
 
-def stage_for(tag: str, model_id: str, config: RunnerConfig) -> Stage:
-    inputs = [stage_dir(tag, config.train.input_stage)]
-    if config.train.pretrained_fm:
-        inputs.append(stage_dir(tag, "05_train", config.train.pretrained_fm))
-    return Stage(tag, "05_train", stage_config(model_id, config), inputs=inputs,
-                 code=__spec__.name, unit=model_id)
-
-
 def load_pretrained_fm(tag: str, model, model_id: str) -> None:
     """Initialises `model` from the trained FM `model_id` of this tag (FNN's pre-training)."""
     if not hasattr(model, "load_fm"):
@@ -97,48 +87,20 @@ class Keras:
     code: typing.ClassVar[str] = __spec__.name
 
     load_config = staticmethod(load_runner_config)
-    stage_for = staticmethod(stage_for)
 
-    def start(self, tag: str, config: RunnerConfig, stage: Stage, data=None,
-              on_evaluate=None) -> TrainingRun:
-        """The model, its training step and the run, on the tag's field files or on
-        `data`: (field_spec, splits)."""
-        train = config.train
-        tune_memory_allocator()
-        strategy = distribute.create_strategy(train.distribute)  # before any other TensorFlow op
-        device = distribute.device_name(strategy)
-        print(f"[{stage.label}] training on {device} ({keras.backend.backend()})", flush=True)
-        keras.backend.clear_session()  # models.stage trains every model in one process
-        keras.utils.set_random_seed(train.seed)
-        if train.deterministic and keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-            tf.config.experimental.enable_op_determinism()
-        spec, splits = data or field_spec.open_field_files(stage_dir(tag, train.input_stage))
-        build_model = self.build_model or registry.build
-        with distribute.scope(strategy), precision.dtype_policy(train.precision):
-            model = build_model(config.arch, spec, **config.hyperparameters)
-            model(np.zeros((1, spec.num_fields), np.int32))  # creates the weights
-            if train.pretrained_fm:
-                load_pretrained_fm(tag, model, train.pretrained_fm)
-        settings = optimizers.OptimizerSettings(
-            train.optimizer, train.learning_rate, train.adam_beta_1, train.adam_beta_2,
-            train.adam_epsilon, train.adagrad_initial_accumulator)
-        step = distribute.create_step(strategy, model, settings, train.loss_reduction,
-                                      train.jit_compile, train.eval_batch_size)
-        return TrainingRun(stage, spec, splits, model, step, train, self.interrupt_after_steps,
-                           on_evaluate, strategy, device)
+    def stage_for(self, tag: str, model_id: str, config: RunnerConfig) -> Stage:
+        inputs = [stage_dir(tag, config.train.input_stage)]
+        if config.train.pretrained_fm:
+            inputs.append(stage_dir(tag, "05_train", config.train.pretrained_fm))
+        return Stage(tag, "05_train", stage_config(model_id, config), inputs=inputs,
+                     code=self.code, unit=model_id)
 
     @contextlib.contextmanager
     def fit(self, tag: str, model_id: str, config: RunnerConfig, stage: Stage,
             resume: bool = False):
         """Trains (from the last checkpoint with `resume`); yields the best weights' fit, None
         when interrupted. A worker other than the chief trains in step and publishes nothing."""
-        run = self.start(tag, config, stage)
-        chief = distribute.is_chief(run.strategy)
-        if not chief:
-            run.checkpoint_dir = run.checkpoint_dir.with_name(
-                f"{model_id}.worker{distribute.worker_index(run.strategy)}")
-            run.summary.enabled = False
+        run = TrainingRun(self, tag, config, stage)
         if resume:
             run.restore_checkpoint()
         if run.progress.steps == 0:  # a fresh start: a killed run's event file is not this run's
@@ -146,31 +108,32 @@ class Keras:
         if not run.fit():
             yield None
             return
-        if not chief:
-            shutil.rmtree(run.checkpoint_dir, ignore_errors=True)
-            yield run.fitted({"valid": run.step.predict(run.splits["valid"].fields)}, "",
-                             publish=False)
-            return
-        run.restore_best()
-        yield run.fitted({split: run.step.predict(run.splits[split].fields)
-                          for split in ("valid", "test")}, f"{model_id} ({config.arch})")
+        if run.chief:
+            run.restore_best()
+        yield run.fitted(f"{model_id} ({config.arch})")
         shutil.rmtree(run.checkpoint_dir, ignore_errors=True)
         with contextlib.suppress(OSError):  # the shared .checkpoints folder, once empty
             run.checkpoint_dir.parent.rmdir()
 
     def trial(self, tag: str, model_id: str, config: RunnerConfig, fraction: float,
               on_evaluate) -> dict:
-        return self.fit_slice(tag, model_id, config, keras_slice(tag, config, fraction),
-                              on_evaluate)
+        spec, splits = field_spec.open_field_files(stage_dir(tag, config.train.input_stage))
+        rows = spec.rows["train"]
+        cut = learner.holdout_split(rows, fraction)
+        parts = {"train": learner.split_rows(splits["train"], slice(0, cut)),
+                 "valid": learner.split_rows(splits["train"], slice(cut, rows))}
+        spec = dataclasses.replace(
+            spec, rows={"train": cut, "valid": rows - cut, "test": 0},
+            label_rate={split: float(np.mean(part.labels)) for split, part in parts.items()})
+        return self.fit_slice(tag, model_id, config, (spec, parts), on_evaluate)
 
     def fit_slice(self, tag: str, model_id: str, config: RunnerConfig, data,
                   on_evaluate) -> dict:
         """Trains on `data` (field_spec, {"train", "valid"}) with its checkpoints in a temporary
         folder; the best validation logloss and when it was reached."""
-        run = self.start(tag, config, stage_for(tag, model_id, config), data, on_evaluate)
+        stage = self.stage_for(tag, model_id, config)
         with tempfile.TemporaryDirectory(prefix=f"criteo-pnn-trial-{model_id}-") as scratch:
-            run.checkpoint_dir = Path(scratch)
-            run.summary = report.SummaryWriter(run.checkpoint_dir / "tensorboard")
+            run = TrainingRun(self, tag, config, stage, data, on_evaluate, Path(scratch))
             run.fit()
             run.summary.close()
         progress = run.progress
@@ -192,40 +155,50 @@ def train_model(tag: str, model_id: str, config: RunnerConfig, *, force: bool = 
                          force=force, resume=resume, extra_metrics=extra_metrics)
 
 
-def keras_slice(tag: str, config: RunnerConfig, fraction: float):
-    """(field spec, {"train": first rows, "valid": the holdout}) of the training split: the
-    tuning slice."""
-    spec, splits = field_spec.open_field_files(stage_dir(tag, config.train.input_stage))
-    rows = spec.rows["train"]
-    cut = learner.holdout_split(rows, fraction)
-    labels = np.asarray(splits["train"].labels)
-    parts = {"train": learner.split_rows(splits["train"], slice(0, cut)),
-             "valid": learner.split_rows(splits["train"], slice(cut, rows))}
-    spec = dataclasses.replace(spec, rows={"train": cut, "valid": rows - cut, "test": 0},
-                               label_rate={"train": float(labels[:cut].mean()),
-                                           "valid": float(labels[cut:].mean())})
-    return spec, parts
-
-
 class TrainingRun:
-    """The training loop, evaluation, early stopping and checkpoints of one model."""
+    """One model's training step, loop, evaluation, early stopping and checkpoints, on the tag's
+    field files or on `data`: (field_spec, splits). Checkpoints go to `checkpoint_dir` (default
+    05_train/.checkpoints/<ID>/, a worker other than the chief's beside it)."""
 
-    def __init__(self, stage, spec, splits, model, step, train, interrupt_after_steps,
-                 on_evaluate=None, strategy=None, device: str = ""):
-        self.stage, self.spec, self.splits, self.model, self.step = stage, spec, splits, model, step
-        self.strategy, self.device = strategy, device
-        self.train, self.interrupt_after_steps = train, interrupt_after_steps
+    def __init__(self, keras_learner: Keras, tag: str, config: RunnerConfig, stage: Stage,
+                 data=None, on_evaluate=None, checkpoint_dir: Path | None = None):
+        train = self.train = config.train
+        self.stage, self.interrupt_after_steps = stage, keras_learner.interrupt_after_steps
         self.on_evaluate = on_evaluate  # (evaluations, valid logloss) -> True: stop (pruning)
-        rows = min(spec.rows["train"], train.max_train_rows or spec.rows["train"])
-        self.train_fields = splits["train"].fields[:rows]
-        self.train_labels = splits["train"].labels[:rows]
-        self.train_rows = rows
-        valid_rows = min(spec.rows["valid"], train.max_valid_rows or spec.rows["valid"])
-        self.valid_fields = splits["valid"].fields[:valid_rows]
-        self.valid_labels = np.asarray(splits["valid"].labels[:valid_rows])
-        self.checkpoint_dir = stage.directory.parent / ".checkpoints" / stage.unit
+        tune_memory_allocator()
+        self.strategy = distribute.create_strategy(train.distribute)  # before any TensorFlow op
+        self.chief = distribute.is_chief(self.strategy)
+        self.device = distribute.device_name(self.strategy)
+        print(f"[{stage.label}] training on {self.device} ({keras.backend.backend()})", flush=True)
+        keras.backend.clear_session()  # models.stage trains every model in one process
+        keras.utils.set_random_seed(train.seed)
+        if train.deterministic and keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+            tf.config.experimental.enable_op_determinism()
+        spec, splits = data or field_spec.open_field_files(stage_dir(tag, train.input_stage))
+        build_model = keras_learner.build_model or registry.build
+        with distribute.scope(self.strategy), precision.dtype_policy(train.precision):
+            model = build_model(config.arch, spec, **config.hyperparameters)
+            model(np.zeros((1, spec.num_fields), np.int32))  # creates the weights
+            if train.pretrained_fm:
+                load_pretrained_fm(tag, model, train.pretrained_fm)
+        settings = optimizers.OptimizerSettings(
+            train.optimizer, train.learning_rate, train.adam_beta_1, train.adam_beta_2,
+            train.adam_epsilon, train.adagrad_initial_accumulator)
+        self.step = distribute.create_step(self.strategy, model, settings, train.loss_reduction,
+                                           train.jit_compile, train.eval_batch_size)
+        self.spec, self.splits, self.model = spec, splits, model
+        self.train_fields = splits["train"].fields[:train.max_train_rows or None]
+        self.train_labels = splits["train"].labels[:train.max_train_rows or None]
+        self.train_rows = rows = len(self.train_labels)
+        self.valid_fields = splits["valid"].fields[:train.max_valid_rows or None]
+        self.valid_labels = np.asarray(splits["valid"].labels[:train.max_valid_rows or None])
+        if checkpoint_dir is None:
+            worker = "" if self.chief else f".worker{distribute.worker_index(self.strategy)}"
+            checkpoint_dir = stage.directory.parent / ".checkpoints" / f"{stage.unit}{worker}"
+        self.checkpoint_dir = checkpoint_dir
         self.progress = Progress()
-        self.summary = report.SummaryWriter(self.checkpoint_dir / "tensorboard")
+        self.summary = report.SummaryWriter(checkpoint_dir / "tensorboard", enabled=self.chief)
         self.eval_every, self.patience = evaluation_schedule(train, rows)
         self.decay_patience = evaluations_in(train.lr_decay_patience_epochs, self.eval_every, rows)
         if self.decays and self.patience and self.decay_patience >= self.patience:
@@ -245,7 +218,7 @@ class TrainingRun:
             print(f"[{self.stage.label}] --resume: no checkpoint, starting fresh", flush=True)
             return
         with np.load(path) as archive:
-            arrays = {key: archive[key] for key in archive.files}
+            arrays = dict(archive)
         saved = json.loads(arrays.pop("progress").tobytes())
         if saved["fingerprint"] != self.stage.fingerprint():
             print(f"[{self.stage.label}] --resume: checkpoint is from another config or code, "
@@ -389,7 +362,7 @@ class TrainingRun:
         progress = self.progress
         if progress.best_steps >= 0 and progress.best_steps != progress.steps:
             with np.load(self.checkpoint_dir / "best.npz") as archive:
-                self.step.load_state({key: archive[key] for key in archive.files})
+                self.step.load_state(dict(archive))
         self.step.sync_model()
 
     def write_files(self, out: Path) -> None:
@@ -399,23 +372,26 @@ class TrainingRun:
         if (self.checkpoint_dir / "tensorboard").exists():
             shutil.copytree(self.checkpoint_dir / "tensorboard", out / "tensorboard")
 
-    def fitted(self, predictions: dict, title: str, publish: bool = True) -> learner.Fitted:
+    def fitted(self, title: str) -> learner.Fitted:
+        """The current weights' fit: valid and test predictions, or, on a worker other than the
+        chief, valid ones for its metrics (it publishes nothing)."""
         progress, train = self.progress, self.train
+        splits = ("valid", "test") if self.chief else ("valid",)
         return learner.Fitted(
-            predictions, np.asarray(self.splits["valid"].labels), self.spec.label_rate["train"],
+            {split: self.step.predict(self.splits[split].fields) for split in splits},
+            np.asarray(self.splits["valid"].labels), self.spec.label_rate["train"],
             progress.history, epochs=progress.examples / self.train_rows,
             best_epoch=progress.best_examples / self.train_rows,
             stopped_early=progress.stopped_early, train_seconds=progress.train_seconds,
             examples=progress.examples, title=title,
             negative_sampling_rate=train.negative_sampling_rate,
-            write_files=self.write_files, publish=publish,
+            write_files=self.write_files, publish=self.chief,
             extra={"parameter_count": int(self.model.count_params()), "steps": progress.steps,
                    "best_steps": progress.best_steps,
                    "ended_by": "early_stopping" if progress.stopped_early else "epoch_cap",
                    "improving_at_cap": self.improving_at_cap, "train_rows": self.train_rows,
                    "backend": keras.backend.backend(),
-                   "negative_sampling_rate": train.negative_sampling_rate,
-                   "device": self.device,
+                   "negative_sampling_rate": train.negative_sampling_rate, "device": self.device,
                    **({"learning_rate_decays": progress.learning_rate_decays,
                        "final_learning_rate": self.step.learning_rate} if self.decays else {})})
 
@@ -426,9 +402,8 @@ def evaluation_schedule(train: TrainConfig, train_rows: int) -> tuple[int, int]:
     `evals_per_epoch`, and `patience_epochs` turned into evaluations when it is set."""
     every = train.eval_every_rows or (math.ceil(train_rows / train.evals_per_epoch)
                                       if train.evals_per_epoch > 1 else 0)
-    if not train.patience_epochs:
-        return every, train.early_stopping_patience
-    return every, evaluations_in(train.patience_epochs, every, train_rows)
+    return every, (evaluations_in(train.patience_epochs, every, train_rows)
+                   if train.patience_epochs else train.early_stopping_patience)
 
 
 def evaluations_in(epochs: float, every: int, train_rows: int) -> int:

@@ -104,36 +104,31 @@ class TensorFlowTrainStep(common.SparseStep):
         """The Keras variables are the training state here; nothing to copy."""
 
 
-def update_rows(settings, table, table_rows, slots: dict, unique_ids, gradient, counts=None,
-                learning_rate=None):
+def update_rows(settings, table, table_rows, slots: dict, unique_ids, gradient, counts,
+                learning_rate):
     """Sparse update of `table` (a tf.Variable) at `unique_ids` and of its slot rows.
 
     Args:
         table_rows, gradient: [U, D], the current rows and their gradient.
         counts: [U] when unique ids are padded (see `common.updated_rows`), else None.
-        learning_rate: the step's rate variable (None: `settings.learning_rate`).
+        learning_rate: the step's rate variable.
     """
     import tensorflow as tf
 
     slot_rows = {name: tf.gather(slot, unique_ids) for name, slot in slots.items()}
     new_rows, new_slot_rows = common.updated_rows(settings, table_rows, gradient, slot_rows,
-                                                  counts, _read(learning_rate))
+                                                  counts, tf.convert_to_tensor(learning_rate))
     for variable, value in [(table, new_rows)] + [(slots[name], new_slot_rows[name])
                                                   for name in slots]:
         variable.scatter_update(tf.IndexedSlices(value, unique_ids))
 
 
-def update_dense(settings, variable, gradient, slots: dict, step, learning_rate=None) -> None:
+def update_dense(settings, variable, gradient, slots: dict, step, learning_rate) -> None:
     """Dense update of a tf.Variable and its slot variables; `step` is the global step."""
+    import tensorflow as tf
+
     value, new_slots = optimizers.apply(settings, variable, gradient, dict(slots), step,
-                                        _read(learning_rate))
+                                        tf.convert_to_tensor(learning_rate))
     variable.assign(value)
     for name, slot_value in new_slots.items():
         slots[name].assign(slot_value)
-
-
-def _read(variable):
-    """The value of a rate variable (None stays None)."""
-    import tensorflow as tf
-
-    return None if variable is None else tf.convert_to_tensor(variable)
