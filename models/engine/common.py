@@ -58,13 +58,11 @@ def predict_in_batches(predict_batch, ids: np.ndarray, batch_size: int, pad: boo
 
 
 class SparseStep:
-    """What the TensorFlow and JAX steps share: which tables get sparse updates, the optimiser
-    slots, batched prediction and checkpoints of `state_tree` ({"trainable": [...],
-    "non_trainable": [...], "slot": [{"m": ...}, ...], "step": ..., "learning_rate": float32
-    scalar, "loss_scale": ... or None, "loss_scale_good_steps": ...}: tf.Variables for
-    TensorFlow, arrays for JAX). The learning rate is state, not a constant of the compiled
-    step: `learning_rate = value` changes it between steps without a recompile, and a checkpoint
-    keeps it.
+    """What the TensorFlow and JAX steps share: which tables get sparse updates, the training
+    state `state_tree` (`initial_state`: tf.Variables for TensorFlow, arrays for JAX) and its
+    checkpoints, and batched prediction. The learning rate is state, not a constant of the
+    compiled step: `learning_rate = value` changes it between steps without a recompile, and a
+    checkpoint keeps it.
 
     A subclass sets `pads_unique` (whether unique ids are padded) and `state_tree`, and defines
     `predict_batch(ids) -> probabilities`, `to_numpy(leaf)` and `load_leaf(leaf, array)`.
@@ -80,11 +78,23 @@ class SparseStep:
         self.dense_indices = [index for index in range(len(model.trainable_variables))
                               if index not in self.table_indices]
 
-    def initial_slots(self) -> list[dict[str, np.ndarray]]:
-        """Zeroed optimiser slots of every trainable variable (per-row ones for the tables)."""
-        return [optimizers.initial_slots(self.settings, tuple(variable.shape),
-                                         per_row=index in self.table_indices)
-                for index, variable in enumerate(self.model.trainable_variables)]
+    def initial_state(self, leaf, trainable: list, non_trainable: list, step_dtype) -> dict:
+        """`state_tree` at the start: the model's variables as given, then, each made by
+        `leaf(numpy value)`, the zeroed optimiser slots of every trainable variable (per-row ones
+        for the tables), the step, the learning rate and, under float16 only (else None), the
+        loss scale and its count of good steps (models/precision.py)."""
+        slots = [optimizers.initial_slots(self.settings, tuple(variable.shape),
+                                          per_row=index in self.table_indices)
+                 for index, variable in enumerate(self.model.trainable_variables)]
+        state = {"trainable": trainable, "non_trainable": non_trainable,
+                 "slot": [{name: leaf(value) for name, value in slot.items()} for slot in slots],
+                 "step": leaf(np.zeros((), step_dtype)),
+                 "learning_rate": leaf(np.float32(self.settings.learning_rate)),
+                 "loss_scale": None, "loss_scale_good_steps": None}
+        if precision.needs_loss_scale(self.model):
+            state["loss_scale"] = leaf(np.float32(precision.INITIAL_LOSS_SCALE))
+            state["loss_scale_good_steps"] = leaf(np.zeros((), np.int32))
+        return state
 
     @property
     def learning_rate(self) -> float:

@@ -24,19 +24,9 @@ class JaxTrainStep(common.SparseStep):
 
     def __init__(self, model, settings, loss_reduction, eval_batch_size):
         super().__init__(model, settings, loss_reduction, eval_batch_size)
-        self.state_tree = {
-            "trainable": [jnp.array(variable.value)  # copies: donated
-                          for variable in model.trainable_variables],
-            "non_trainable": [jnp.array(variable.value)
-                              for variable in model.non_trainable_variables],
-            "slot": [{name: jnp.asarray(value) for name, value in slots.items()}
-                      for slots in self.initial_slots()],
-            "step": jnp.zeros((), jnp.int32),
-            "learning_rate": jnp.asarray(settings.learning_rate, jnp.float32),  # an argument
-        }
-        if precision.needs_loss_scale(model):  # float16 (models/precision.py)
-            self.state_tree["loss_scale"] = jnp.asarray(precision.INITIAL_LOSS_SCALE, jnp.float32)
-            self.state_tree["loss_scale_good_steps"] = jnp.zeros((), jnp.int32)
+        self.state_tree = self.initial_state(  # the variables' values copied: the step donates them
+            jnp.asarray, [jnp.array(variable.value) for variable in model.trainable_variables],
+            [jnp.array(variable.value) for variable in model.non_trainable_variables], np.int32)
         self._train = jax.jit(self._train_step, donate_argnums=0)
         self._predict = jax.jit(lambda trainable, non_trainable, ids: ops.sigmoid(
             precision.float32_logits(self._forward(trainable, non_trainable, ids, False)[0])))

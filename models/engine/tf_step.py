@@ -23,18 +23,12 @@ class TensorFlowTrainStep(common.SparseStep):
         trainable = model.trainable_variables
         self.tables = [trainable[index].value for index in self.table_indices]
         self.dense = [trainable[index].value for index in self.dense_indices]
-        self.slots = [{name: tf.Variable(value, trainable=False) for name, value in slots.items()}
-                      for slots in self.initial_slots()]
-        self.step_counter = tf.Variable(0, dtype=tf.int64, trainable=False)
-        self.rate = tf.Variable(settings.learning_rate, dtype=tf.float32, trainable=False)
-        self.loss_scale = self.good_steps = None  # float16 only (models/precision.py)
-        if precision.needs_loss_scale(model):
-            self.loss_scale = tf.Variable(precision.INITIAL_LOSS_SCALE, trainable=False)
-            self.good_steps = tf.Variable(0, dtype=tf.int32, trainable=False)
-        self.state_tree = {"trainable": trainable, "non_trainable": model.non_trainable_variables,
-                           "slot": self.slots, "step": self.step_counter,
-                           "learning_rate": self.rate,
-                           "loss_scale": self.loss_scale, "loss_scale_good_steps": self.good_steps}
+        state = self.state_tree = self.initial_state(
+            lambda value: tf.Variable(value, trainable=False), trainable,
+            model.non_trainable_variables, np.int64)
+        self.slots, self.step_counter = state["slot"], state["step"]  # what the steps update
+        self.rate, self.loss_scale, self.good_steps = (
+            state["learning_rate"], state["loss_scale"], state["loss_scale_good_steps"])
         self._train = tf.function(self._train_step, jit_compile=jit_compile, reduce_retracing=True)
         self.predict_batch = tf.function(lambda ids: common.probabilities(model, ids),
                                          jit_compile=jit_compile, reduce_retracing=True)
