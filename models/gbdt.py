@@ -141,8 +141,9 @@ def rows_of(matrix, part: slice):
     return matrix[part]
 
 
-def open_matrices(tag: str, config: GbdtConfig) -> tuple[dict, dict, list[str]]:
-    """({split: matrix}, {split: labels}, feature types "q"/"c" per column), whole splits."""
+def open_matrices(tag: str, config: GbdtConfig) -> tuple[dict, dict, list[str], list[str]]:
+    """({split: matrix}, {split: labels}, feature types "q"/"c" and names per column), whole
+    splits."""
     hash_dir = stage_dir(tag, "03_hash")
     spec, splits = field_spec.open_field_files(hash_dir)
     labels = {split: np.asarray(splits[split].labels) for split in ("train", "valid")}
@@ -154,19 +155,13 @@ def open_matrices(tag: str, config: GbdtConfig) -> tuple[dict, dict, list[str]]:
             if not path.exists():
                 raise FileNotFoundError(f"{path}: missing; run stage 04 with export.gbdt: true")
             matrices[split] = np.load(path, mmap_mode="r")
-        types = ["q"] * matrices["train"].shape[1]
-    else:
-        codes = category_codes(spec, splits["train"].fields[:config.train.max_train_rows],
-                               config.data.max_categories)
-        matrices = {split: RawColumns(splits[split], codes, spec.rows[split]) for split in splits}
-        types = ["q"] * schema.NUM_INT_FIELDS + ["c"] * (spec.num_fields - schema.NUM_INT_FIELDS)
-    return matrices, labels, types
-
-
-def column_names(tag: str, config: GbdtConfig) -> list[str]:
-    if config.data.inputs == "winners":
-        return json.loads((stage_dir(tag, "04_export") / "gbdt_columns.json").read_text())
-    return list(field_spec.FieldSpec.load(stage_dir(tag, "03_hash")).field_names)
+        names = json.loads((export_dir / "gbdt_columns.json").read_text())
+        return matrices, labels, ["q"] * matrices["train"].shape[1], names
+    codes = category_codes(spec, splits["train"].fields[:config.train.max_train_rows],
+                           config.data.max_categories)
+    matrices = {split: RawColumns(splits[split], codes, spec.rows[split]) for split in splits}
+    types = ["q"] * schema.NUM_INT_FIELDS + ["c"] * (spec.num_fields - schema.NUM_INT_FIELDS)
+    return matrices, labels, types, list(spec.field_names)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,14 +271,13 @@ def stage_for(tag: str, model_id: str, config: GbdtConfig) -> Stage:
                  code=__spec__.name, unit=model_id)
 
 
-def fit_booster(tag: str, config: GbdtConfig, matrices, labels, types):
+def fit_booster(config: GbdtConfig, matrices, labels, types, names):
     """Boosts on the first `max_*_rows` of `matrices`' train and valid rows; (booster,
     predict, validation losses per round, best round, nodes, training rows, seconds)."""
     limits = {"train": config.train.max_train_rows, "valid": config.train.max_valid_rows}
     fit_matrices = {split: rows_of(matrices[split], slice(0, limits[split])) for split in limits}
     fit_labels = {split: labels[split][:limits[split]] for split in limits}
     trainer = train_xgboost if config.model.library == "xgboost" else train_lightgbm
-    names = column_names(tag, config)
     started = time.perf_counter()
     booster, predict, losses, best_round, nodes = trainer(config, fit_matrices, fit_labels,
                                                           types, names)
@@ -311,9 +305,9 @@ class Gbdt:
             resume: bool = False):
         """Boosts until early stopping; predictions of the best round (no checkpoints:
         `resume` starts over)."""
-        matrices, labels, types = open_matrices(tag, config)
+        matrices, labels, types, names = open_matrices(tag, config)
         booster, predict, losses, best_round, nodes, rows, seconds = fit_booster(
-            tag, config, matrices, labels, types)
+            config, matrices, labels, types, names)
         library = config.model.library
         package = xgb if library == "xgboost" else lgb
         spec = field_spec.FieldSpec.load(stage_dir(tag, "03_hash"))
@@ -331,13 +325,13 @@ class Gbdt:
     def trial(self, tag: str, model_id: str, config: GbdtConfig, fraction: float,
               on_evaluate=None) -> dict:
         """Boosts on the training split's head, early-stopping on its tail (never pruned)."""
-        matrices, labels, types = open_matrices(tag, config)
+        matrices, labels, types, names = open_matrices(tag, config)
         rows = len(labels["train"])
         cut = learner.holdout_split(rows, fraction)
         parts = {"train": slice(0, cut), "valid": slice(cut, rows)}
         matrices = {name: rows_of(matrices["train"], part) for name, part in parts.items()}
         labels = {name: labels["train"][part] for name, part in parts.items()}
-        _, _, losses, best_round, *_ = fit_booster(tag, config, matrices, labels, types)
+        _, _, losses, best_round, *_ = fit_booster(config, matrices, labels, types, names)
         return {"valid_logloss": float(losses[best_round - 1]), "rounds": len(losses),
                 "best_round": best_round}
 

@@ -46,7 +46,7 @@ def test_raw_inputs_keep_the_most_frequent_values_of_each_field():
 def test_raw_columns_are_ints_then_category_codes(staged):  # noqa: F811
     config = gbdt.load_config(config_path("lgbm_raw"),
                               overrides=["data.max_categories=3"])
-    matrices, labels, types = gbdt.open_matrices("t", config)
+    matrices, labels, types, _ = gbdt.open_matrices("t", config)
     _, splits = field_spec.open_field_files(stage_dir("t", "03_hash"))
     block = matrices["valid"][5:9]
     assert block.shape == (4, 39) and types == ["q"] * 13 + ["c"] * 26
