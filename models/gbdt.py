@@ -149,12 +149,7 @@ def open_matrices(tag: str, config: GbdtConfig) -> tuple[dict, dict, list[str], 
     labels = {split: np.asarray(splits[split].labels) for split in ("train", "valid")}
     if config.data.inputs == "winners":
         export_dir = stage_dir(tag, "04_export")
-        matrices = {}
-        for split in splits:
-            path = export_dir / f"{split}.gbdt.npy"
-            if not path.exists():
-                raise FileNotFoundError(f"{path}: missing; run stage 04 with export.gbdt: true")
-            matrices[split] = np.load(path, mmap_mode="r")
+        matrices = field_spec.open_gbdt_inputs(export_dir)
         names = json.loads((export_dir / "gbdt_columns.json").read_text())
         return matrices, labels, ["q"] * matrices["train"].shape[1], names
     codes = category_codes(spec, splits["train"].fields[:config.train.max_train_rows],

@@ -173,6 +173,18 @@ def open_field_files(directory: Path, splits=SPLITS, check_ids: bool = False):
     return spec, {split: open_split(directory, spec, split, check_ids) for split in splits}
 
 
+def open_gbdt_inputs(export_dir: Path) -> dict[str, np.ndarray]:
+    """{split: the winners' GBDT inputs `04_export/{split}.gbdt.npy`, memory-mapped}: what
+    stage 04_leaves and the `winners` GBDTs of stage 05 read."""
+    matrices = {}
+    for split in SPLITS:
+        path = export_dir / f"{split}.gbdt.npy"
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: missing; run stage 04 with export.gbdt: true")
+        matrices[split] = np.load(path, mmap_mode="r")
+    return matrices
+
+
 def _open(path: Path, dtype, shape) -> np.ndarray:
     if not path.exists():
         raise FileNotFoundError(f"{path}: missing; rerun stage 03 (./run.sh --only 03 --force)")

@@ -220,13 +220,7 @@ def link_or_copy(source: Path, target: Path) -> None:
 def build(tag: str, config: settings.LeavesConfig, seed: int, out: Path) -> field_spec.FieldSpec:
     hash_dir, export_dir = stage_dir(tag, "03_hash"), stage_dir(tag, "04_export")
     spec, splits = field_spec.open_field_files(hash_dir)
-    matrices = {}
-    for split in field_spec.SPLITS:
-        path = export_dir / f"{split}.gbdt.npy"
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: missing; stage 04_export must run with "
-                                    "export.gbdt: true")
-        matrices[split] = np.load(path, mmap_mode="r")
+    matrices = field_spec.open_gbdt_inputs(export_dir)
     labels = np.asarray(splits["train"].labels)
     leaves = {split: np.lib.format.open_memmap(out / f"{split}.leaves.npy", "w+", np.uint16,
                                                (spec.rows[split], config.trees))
