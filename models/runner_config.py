@@ -23,6 +23,7 @@ PRESETS = ("paper", "small", "demo")
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
+    """The `train:` keys; configs/models/README.md says what each does."""
     batch_size: int = 2000
     epochs: int = 1
     optimizer: typing.Literal["adam", "adagrad"] = "adam"
@@ -32,20 +33,14 @@ class TrainConfig:
     adam_epsilon: float = 1e-8
     adagrad_initial_accumulator: float = 0.1
     loss_reduction: typing.Literal["mean", "sum"] = "mean"
-    early_stopping_patience: int = 1  # evaluations without improvement; 0 = never stop early
-    # > 0: the patience in epochs instead (ceil(patience_epochs x evaluations per epoch)), so it
-    # means the same at any data size
-    patience_epochs: float = 0.0
-    min_epochs: float = 0.0  # never stop early before this many epochs
-    # < 1: multiply the learning rate by this factor after lr_decay_patience_epochs of
-    # evaluations without a new best validation logloss (again after each further such
-    # stretch), never below min_learning_rate; 1.0 = a fixed rate
-    lr_decay_factor: float = 1.0
-    # the plateau in epochs (ceil(x times evaluations per epoch), at least one evaluation)
+    early_stopping_patience: int = 1  # evaluations; 0 = never stop early
+    patience_epochs: float = 0.0  # > 0: the patience in epochs instead
+    min_epochs: float = 0.0
+    lr_decay_factor: float = 1.0  # < 1: the learning rate decays on plateaus; 1 = fixed
     lr_decay_patience_epochs: float = 0.0
     min_learning_rate: float = 0.0
     eval_every_rows: int = 0  # 0 = evals_per_epoch evaluations per epoch
-    evals_per_epoch: int = 1  # with eval_every_rows 0: evenly spaced, the last at the epoch's end
+    evals_per_epoch: int = 1
     eval_batch_size: int = 10_000
     checkpoint_every_steps: int = 2000  # 0 = no checkpoints
     shuffle_buffer_rows: int = 1_000_000  # rows read contiguously and shuffled together
@@ -53,21 +48,13 @@ class TrainConfig:
     seed: int = 2014
     deterministic: bool = False  # deterministic ops: resumed runs end bit-identical
     jit_compile: bool = False  # XLA for the training step (TensorFlow; JAX always compiles)
-    # field files read: 03_hash (39 fields) or 04_leaves (39 + the GBDT leaf fields, 69)
     input_stage: typing.Literal["03_hash", "04_leaves"] = "03_hash"
-    # keep each negative training row with this probability (the paper down-samples Criteo's
-    # negatives); stage 06 undoes it from metrics.json's negative_sampling_rate
-    negative_sampling_rate: float = 1.0
-    # FNN's pre-training (Zhang et al. 2016): the model id of a trained FM of the same
-    # embedding_dim, trained earlier in the same tag, whose tables initialise this model
-    # (its `load_fm`); null: random initialisation
-    pretrained_fm: str | None = None
+    negative_sampling_rate: float = 1.0  # stage 06 undoes it (metrics.json records it)
+    pretrained_fm: str | None = None  # FNN's pre-training: a trained FM's model id
     max_train_rows: int | None = None  # first rows only, for quick runs
     max_valid_rows: int | None = None
     log_every_steps: int = 50  # TensorBoard scalars
-    # bfloat16/float16 compute, float32 weights, loss and metrics (models/precision.py)
     precision: typing.Literal["float32", "mixed_bfloat16", "mixed_float16"] = "float32"
-    # replicas (models/distribute.py): one device, all local GPUs (or CPUs), or TF_CONFIG workers
     distribute: typing.Literal["none", "mirrored", "multi_worker"] = "none"
 
     def __post_init__(self):
