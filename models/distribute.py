@@ -1,11 +1,6 @@
-"""Several replicas with tf.distribute, chosen by `train.distribute` (TensorFlow backend only).
-
-- `none`: one device, the plain step of `models/engine/`.
-- `mirrored`: `tf.distribute.MirroredStrategy` over every local GPU, or over every logical CPU
-  device when there is no GPU (how the tests get two replicas on one CPU).
-- `multi_worker`: `tf.distribute.MultiWorkerMirroredStrategy`; each process reads `TF_CONFIG`
-  (the cluster and its own task) and runs its local replicas; gradients are all-reduced over every
-  replica of every worker. Only the chief (worker 0) publishes; the others train in step with it.
+"""Several replicas with tf.distribute, chosen by `train.distribute` (none, mirrored or
+multi_worker: configs/models/README.md). Only the chief (worker 0) publishes; the others train in
+step with it.
 
 Input: every worker walks the same seeded sequence of global batches (`train.batch_size` rows, as
 with one replica) and keeps only its replicas' contiguous slices of each (`shard_batch`). So no
