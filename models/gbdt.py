@@ -36,7 +36,6 @@ from models import learner
 from models.cli import learner_main
 from preprocessing import field_spec, schema
 from preprocessing.chunks import CHUNK_ROWS, ChunkIterator
-from pipeline import config as config_lib
 from pipeline.manifest import Stage
 from pipeline.paths import stage_dir
 
@@ -79,11 +78,6 @@ class GbdtConfig:
     model: BoosterConfig = BoosterConfig()
     train: TrainConfig = TrainConfig()
     preset: str = "paper"
-
-
-def load_config(path: Path, preset: str = "paper", overrides=()) -> GbdtConfig:
-    """The model YAML, then `presets.<preset>`, then `--set key=value` overrides; strict."""
-    return learner.load_config(GbdtConfig, path, preset, overrides, f" ({path})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,14 +252,6 @@ def train_lightgbm(config: GbdtConfig, matrices, labels, types, names):
 # ---------------------------------------------------------------------------------------------
 # The learner
 
-def stage_for(tag: str, model_id: str, config: GbdtConfig) -> Stage:
-    inputs = [stage_dir(tag, "03_hash")]
-    if config.data.inputs == "winners":
-        inputs.append(stage_dir(tag, "04_export"))
-    return Stage(tag, "05_train", {"model_id": model_id, **config_lib.to_dict(config)}, inputs,
-                 code=__spec__.name, unit=model_id)
-
-
 def fit_booster(config: GbdtConfig, matrices, labels, types, names):
     """Boosts on the first `max_*_rows` of `matrices`' train and valid rows; (booster,
     predict, validation losses per round, best round, nodes, training rows, seconds)."""
@@ -288,12 +274,14 @@ def write_files(out: Path, booster, library: str, train_matrix) -> None:
         np.save(out / "code_of_id.npy", train_matrix.code_of_id)
 
 
-class Gbdt:
+class Gbdt(learner.ConfigLearner):
     """xgboost and lightgbm as a stage-05 learner (`models.learner.Learner`)."""
-    code = __spec__.name
+    config_class, code = GbdtConfig, __spec__.name
 
-    load_config = staticmethod(load_config)
-    stage_for = staticmethod(stage_for)
+    @staticmethod
+    def inputs(tag: str, config: GbdtConfig) -> list[Path]:
+        return [stage_dir(tag, "03_hash")] + ([stage_dir(tag, "04_export")]
+                                              if config.data.inputs == "winners" else [])
 
     @contextlib.contextmanager
     def fit(self, tag: str, model_id: str, config: GbdtConfig, stage: Stage,

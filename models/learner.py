@@ -46,12 +46,6 @@ def learner_kind(model_id: str) -> str:
     return config_lib.load_yaml(config_path(model_id)).get(LEARNER_KEY, "keras")
 
 
-def load_config(cls, path: Path, preset: str = "paper", overrides=(), where: str = ""):
-    """A model YAML, then `presets.<preset>`, then `--set key=value` overrides, built strictly
-    into the learner's dataclass `cls` (the `learner:` key is read by `learner_kind`)."""
-    return config_lib.load_with_preset(cls, path, preset, overrides, where, skip=(LEARNER_KEY,))
-
-
 @dataclasses.dataclass
 class Fitted:
     """What a learner's fit hands the publisher."""
@@ -88,6 +82,23 @@ class Learner(typing.Protocol):
             resume: bool = False) -> typing.ContextManager[Fitted | None]: ...
 
     def trial(self, tag: str, model_id: str, config, fraction: float, on_evaluate) -> dict: ...
+
+
+class ConfigLearner:
+    """What the GBDT and libFFM learners share: one frozen config dataclass, `config_class`,
+    built strictly from a model YAML, then `presets.<preset>`, then `--set key=value` overrides
+    (the `learner:` key is read by `learner_kind`), and a stage config of the model id and that
+    whole dataclass over the folders `inputs` names."""
+    config_class: typing.ClassVar[type]
+    code: typing.ClassVar[str]
+
+    def load_config(self, path: Path, preset: str = "paper", overrides=()):
+        return config_lib.load_with_preset(self.config_class, path, preset, overrides,
+                                           f" ({path})", skip=(LEARNER_KEY,))
+
+    def stage_for(self, tag: str, model_id: str, config) -> Stage:
+        return Stage(tag, "05_train", {"model_id": model_id, **config_lib.to_dict(config)},
+                     inputs=self.inputs(tag, config), code=self.code, unit=model_id)
 
 
 def train(learner: Learner, tag: str, model_id: str, config, *, force: bool = False,

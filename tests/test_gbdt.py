@@ -44,8 +44,8 @@ def test_raw_inputs_keep_the_most_frequent_values_of_each_field():
 
 
 def test_raw_columns_are_ints_then_category_codes(staged):  # noqa: F811
-    config = gbdt.load_config(config_path("lgbm_raw"),
-                              overrides=["data.max_categories=3"])
+    config = gbdt.LEARNER.load_config(config_path("lgbm_raw"),
+                                      overrides=["data.max_categories=3"])
     matrices, labels, types, _ = gbdt.open_matrices("t", config)
     _, splits = field_spec.open_field_files(stage_dir("t", "03_hash"))
     block = matrices["valid"][5:9]

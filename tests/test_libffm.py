@@ -17,8 +17,8 @@ from sklearn.preprocessing import OneHotEncoder
 
 from models import libffm
 from models.libffm.binary import binary_commands
-from models.libffm.config import DataConfig, LibffmConfig, ModelConfig, TrainConfig, load_config
-from models.libffm.learner import stage_for
+from models.libffm.config import DataConfig, LibffmConfig, ModelConfig, TrainConfig
+from models.libffm.learner import LEARNER
 from models.libffm.rows import FieldRows, SparseRows, convert_text
 from models.libffm.trainer import fit, get_weights, initial_state, train_epoch
 from models.runner_config import config_path
@@ -241,16 +241,16 @@ def test_binary_engine_runs_ffm_train_with_the_libffm_options(tmp_path):
 
 
 def test_presets_load_strictly():
-    config = load_config(config_path("libffm_winners"))
+    config = LEARNER.load_config(config_path("libffm_winners"))
     assert (config.model.normalization_scale, config.model.init_scale) == (2.0, 0.5)
     assert (config.train.epochs, config.train.learning_rate, config.train.auto_stop) == \
         (11, 0.1, False)
     with pytest.raises(ValueError, match="unknown key"):
-        load_config(config_path("libffm"), overrides=["train.eta=0.1"])
+        LEARNER.load_config(config_path("libffm"), overrides=["train.eta=0.1"])
 
 
 def test_stage_code_covers_every_module_of_the_package(artifacts):
-    stage = stage_for("t", "libffm", LibffmConfig())
+    stage = LEARNER.stage_for("t", "libffm", LibffmConfig())
     package = Path(libffm.__file__).parent
     modules = {f"models/libffm/{path.name}" for path in package.glob("*.py")} - \
         {"models/libffm/__main__.py"}

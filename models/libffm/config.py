@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from pathlib import Path
-
-from models import learner
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,8 +52,3 @@ class LibffmConfig:
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     preset: str = "paper"
-
-
-def load_config(path: Path, preset: str = "paper", overrides=()) -> LibffmConfig:
-    """The model YAML, then `presets.<preset>`, then `--set key=value` overrides; strict."""
-    return learner.load_config(LibffmConfig, path, preset, overrides, f" ({path})")

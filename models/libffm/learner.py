@@ -12,29 +12,23 @@ import numpy as np
 
 from models import learner
 from models.libffm.binary import run_binary
-from models.libffm.config import LibffmConfig, load_config
+from models.libffm.config import LibffmConfig
 from models.libffm.rows import FieldRows, open_inputs
 from models.libffm.trainer import fit, initial_state, run_numba
 from preprocessing import field_spec
-from pipeline import config as config_lib
 from pipeline import errors
 from pipeline.manifest import Stage
 from pipeline.paths import stage_dir
 
 
-def stage_for(tag: str, model_id: str, config: LibffmConfig) -> Stage:
-    """The stage of one model. Its code is this module's import closure, which holds every
-    module of the package but `__main__`."""
-    return Stage(tag, "05_train", {"model_id": model_id, **config_lib.to_dict(config)},
-                 inputs=[stage_dir(tag, config.data.stage)], code=__spec__.name, unit=model_id)
+class Libffm(learner.ConfigLearner):
+    """The libFFM algorithm (numba) or the real ffm-train (`train.engine: binary`). Its stage's
+    code is this module's import closure: every module of the package but `__main__`."""
+    config_class, code = LibffmConfig, __spec__.name
 
-
-class Libffm:
-    """The libFFM algorithm (numba) or the real ffm-train (`train.engine: binary`)."""
-    code = __spec__.name
-
-    load_config = staticmethod(load_config)
-    stage_for = staticmethod(stage_for)
+    @staticmethod
+    def inputs(tag: str, config: LibffmConfig) -> list[Path]:
+        return [stage_dir(tag, config.data.stage)]
 
     @contextlib.contextmanager
     def fit(self, tag: str, model_id: str, config: LibffmConfig, stage: Stage,
