@@ -41,10 +41,6 @@ class OptimizerSettings:
             raise ValueError(f"optimizer {self.name!r}: expected 'adam' or 'adagrad'")
 
 
-def slot_names(settings: OptimizerSettings) -> tuple[str, ...]:
-    return ("m", "v", "count") if settings.name == "adam" else ("accumulator",)
-
-
 def initial_slots(settings: OptimizerSettings, shape: tuple,
                   per_row: bool) -> dict[str, np.ndarray]:
     """Zeroed slots for a parameter of `shape`.

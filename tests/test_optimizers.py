@@ -58,7 +58,7 @@ def run_step(settings, sparse_l2, reduction, pad, learning_rate=None):
     index = step.table_indices[0]
     names = {f"trainable/{index}": "table", f"trainable/{1 - index}": "bias",
              **{f"slot/{index}/{slot}": f"table/{slot}"
-                for slot in optimizers.slot_names(settings)}}
+                for slot in optimizers.initial_slots(settings, (1, 1), per_row=True)}}
 
     def renamed(state):
         return {name: state[key] for key, name in names.items()}
