@@ -18,7 +18,6 @@ from pipeline import config as config_lib
 from pipeline.paths import REPO_ROOT
 
 CONFIG_DIR = REPO_ROOT / "configs" / "models"
-PRESETS = ("paper", "small", "demo")
 
 
 @dataclasses.dataclass(frozen=True)
