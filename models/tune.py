@@ -62,10 +62,6 @@ COMPLETE = optuna.trial.TrialState.COMPLETE
 # ---------------------------------------------------------------------------------------------
 # The search space
 
-def search_path(model_id: str) -> Path:
-    return SEARCH_DIR / f"{model_id}.yaml"
-
-
 def load_space(model_id: str, preset: str, path: Path | None = None) -> dict[str, dict]:
     """{dotted config key: entry} of `configs/models/search/<id>.yaml`: its `space:`, then the
     entries of `presets.<preset>` (an entry replaces the key's whole entry; null removes it).
@@ -74,7 +70,7 @@ def load_space(model_id: str, preset: str, path: Path | None = None) -> dict[str
     optional `log: true`, int with `step`), or `{width: ENTRY, depth: ENTRY}` for a list of
     `depth` equal layers (`model.hidden_units`).
     """
-    path = Path(path or search_path(model_id))
+    path = Path(path or SEARCH_DIR / f"{model_id}.yaml")
     if not path.exists():
         raise errors.InputNotFound(f"{path}: no search space for {model_id!r}; write one "
                                    f"(configs/models/search/ipnn.yaml shows the format)")
