@@ -29,6 +29,7 @@ import pandas as pd
 
 from preprocessing import schema
 from pipeline import settings
+from pipeline.atomic import replacing
 from pipeline.paths import REPO_ROOT, artifacts_root, stage_dir
 
 REPORT_FILE = "REPORT.md"
@@ -250,7 +251,8 @@ def render(tag: str, prefix: str = "") -> str:
 def write_report(tag: str) -> Path:
     path = artifacts_root() / tag / REPORT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"# Results: {tag}\n\n" + render(tag))
+    with replacing(path) as temporary:
+        temporary.write_text(f"# Results: {tag}\n\n" + render(tag))
     return path
 
 
@@ -264,7 +266,8 @@ def update_readme(tag: str, readme: Path = REPO_ROOT / "README.md") -> None:
     prefix = os.path.relpath(tag_dir, readme.parent).replace(os.sep, "/") + "/"
     head, rest = text.split(BEGIN_MARKER)
     _, tail = rest.split(END_MARKER)
-    readme.write_text(f"{head}{BEGIN_MARKER}\n{render(tag, prefix)}{END_MARKER}{tail}")
+    with replacing(readme) as temporary:
+        temporary.write_text(f"{head}{BEGIN_MARKER}\n{render(tag, prefix)}{END_MARKER}{tail}")
 
 
 def main(argv=None) -> None:

@@ -18,7 +18,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
 import shutil
 import tempfile
 import time
@@ -36,6 +35,7 @@ from models.engine import tune_memory_allocator
 from models.runner_config import RunnerConfig, TrainConfig, load_runner_config
 from preprocessing import field_spec
 from pipeline import config as config_lib
+from pipeline.atomic import replacing
 from pipeline.manifest import Stage
 from pipeline.metrics import correct_negative_sampling, logloss_and_auc
 from pipeline.paths import stage_dir
@@ -414,12 +414,8 @@ def evaluations_in(epochs: float, every: int, train_rows: int) -> int:
 
 
 def save_npz_atomically(path: Path, arrays: dict) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as handle:
-        np.savez(handle, **arrays)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    with replacing(path) as temporary, open(temporary, "wb") as handle:
+        np.savez(handle, **arrays)  # a handle: savez would add .npz to a name
 
 
 def main(argv=None) -> None:

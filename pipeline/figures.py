@@ -4,8 +4,9 @@ imported on first use, and one way to write a figure file.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from pipeline.atomic import replacing
 
 
 def pyplot():
@@ -23,12 +24,10 @@ def save_figure(figure, path: Path) -> Path:
     under a temporary name renamed into place, so a killed run leaves no half-written image;
     closes the figure (pyplot keeps every open one)."""
     path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         figure.tight_layout()
-        figure.savefig(temporary, format=path.suffix.lstrip(".") or "png")
-        os.replace(temporary, path)
+        with replacing(path) as temporary:
+            figure.savefig(temporary, format=path.suffix.lstrip(".") or "png")
     finally:
-        temporary.unlink(missing_ok=True)
         pyplot().close(figure)
     return path

@@ -12,6 +12,7 @@ import json
 import os
 from pathlib import Path
 
+from pipeline.atomic import replacing
 from pipeline.paths import artifacts_root
 
 TAG_FILE = "tag.json"
@@ -73,6 +74,6 @@ def save(tag: str, config_files, overrides) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     files = [str(Path(item).resolve()) if Path(item).exists() else str(item)
              for item in config_files]
-    temporary = path.with_name(f".{TAG_FILE}.{os.getpid()}")
-    temporary.write_text(json.dumps({"config": files, "set": list(overrides)}, indent=1) + "\n")
-    os.replace(temporary, path)
+    with replacing(path) as temporary:
+        temporary.write_text(json.dumps({"config": files, "set": list(overrides)}, indent=1)
+                             + "\n")

@@ -42,6 +42,7 @@ from ensembles import read_predictions
 from preprocessing.field_spec import SPEC_FILE, FieldSpec, open_field_files
 from preprocessing.schema import CRITEO_1TB, FULL_TEST_ROWS, TEST_ID_START
 from pipeline import errors, settings
+from pipeline.atomic import replacing
 from pipeline.manifest import Stage, file_md5, in_use
 from pipeline.paths import REPO_ROOT, artifacts_root, stage_dir
 from submissions.validate import HEADER, SubmissionError, SubmissionSummary, \
@@ -111,13 +112,9 @@ def write_submission(path: Path, ids: np.ndarray, probabilities: np.ndarray, *,
                          f"{row}")
     probabilities = np.clip(probabilities, CLIP, 1 - CLIP)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with replacing(path) as temporary:
         _write(temporary, ids, probabilities, compress=path.suffix == ".gz", label=path.name)
         summary = validate(temporary, rows=rows)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
     return SubmissionSummary(**{**summary.__dict__, "path": str(path)})
 
 
@@ -147,8 +144,6 @@ def _write(path: Path, ids: np.ndarray, probabilities: np.ndarray, compress: boo
             handle.write(compressor.compress(text) if compressor else text)
         if compressor:
             handle.write(compressor.flush())
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def resolve_source(config: settings.PipelineConfig) -> str:
@@ -264,13 +259,12 @@ def deliver(tag: str) -> list[Path]:
         if not in_use(leftover):
             leftover.unlink(missing_ok=True)
     if not target.exists() or file_md5(target) != record["md5"]:
-        temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        temporary.unlink(missing_ok=True)
-        try:
-            os.link(published, temporary)
-        except OSError:
-            shutil.copyfile(published, temporary)
-        os.replace(temporary, target)
+        with replacing(target) as temporary:
+            temporary.unlink(missing_ok=True)
+            try:
+                os.link(published, temporary)
+            except OSError:
+                shutil.copyfile(published, temporary)
         print(f"[08_submit] placed {record['file']}")
     logs = log_paths(tag, record["rows"])
     for log in logs:

@@ -94,3 +94,24 @@ def test_readme_block_is_replaced_and_links_reach_the_artifacts(real_sample, tmp
         (stage_dir("r", "05_train", "lr") / "learning_curve.png").resolve()
     report.update_readme("r", readme)  # idempotent: one block, same text
     assert readme.read_text() == text
+
+
+def test_a_write_cut_short_leaves_the_readme_as_it_was(real_sample, tmp_path, monkeypatch):
+    """Writing stops half-way (a full disk, a kill): the user's README keeps its old text and no
+    temporary file stays beside it."""
+    (tmp_path / "repo").mkdir()
+    readme = tmp_path / "repo" / "README.md"
+    original = "# x\n<!-- results:begin -->\nold\n<!-- results:end -->\n" + "prose\n" * 500
+    readme.write_text(original)
+    write_text = type(readme).write_text
+
+    def half_then_fail(path, text, *args, **kwargs):
+        write_text(path, text[:len(text) // 2], *args, **kwargs)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(type(readme), "write_text", half_then_fail)
+    with pytest.raises(OSError):
+        report.update_readme("r", readme)
+    monkeypatch.undo()
+    assert readme.read_text() == original
+    assert [path.name for path in readme.parent.iterdir()] == ["README.md"]
