@@ -28,19 +28,6 @@ from ensembles import metrics  # noqa: E402
 from experiments import common  # noqa: E402
 
 
-def prepare(name: str, out: Path) -> Path | None:
-    """The set's 03_hash folder, built by stages 00-03; None when its data is absent."""
-    data = out / f"data_{name}"
-    if name == "real":
-        if quality.real_rows(data) is None:
-            return None
-    else:
-        quality.synthetic_rows(data, int(name.split("_", 1)[1]))
-    tag = f"quality_{name}"
-    quality.run_pipeline(data, tag, out / "artifacts", None, stages="00,01,02,03")
-    return out / "artifacts" / tag / "03_hash"
-
-
 def compare(name: str, hashed: Path, models: list[str], factor: float, fraction: float,
             out: Path) -> list[dict]:
     labels = np.load(hashed / "valid.labels.npy")
@@ -83,7 +70,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     table = []
     for name in args.sets.split(","):
-        hashed = prepare(name, args.out)
+        hashed = quality.hashed_set(name, args.out)
         if hashed is None:
             print(f"[{name}] skipped: {quality.SHARED_CRITEO} is not present", flush=True)
             continue

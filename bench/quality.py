@@ -9,9 +9,10 @@ Each set is run the way a user runs the pipeline, `./run.sh --data DIR --tag qua
   chenglongchen subsample of rows 83-206,004), ordered by their position in train.txt, so that
   the pipeline's validation split (the last 1/7) is later in time than the training rows; the
   1,999 guestwalk test rows as test.txt. Skipped when ../shared is absent.
-- `synthetic_N`: the project's generator with N training rows given as user data (so the model
-  presets follow the row count, as for a real sample); its planted truth gives the Bayes logloss,
-  and each model's share of the constant-to-Bayes gap it closes.
+- `synthetic_N` (`synthetic_N_seedS`: generator seed S, another planted model): the project's
+  generator with N training rows given as user data (so the model presets follow the row count,
+  as for a real sample); its planted truth gives the Bayes logloss, and each model's share of
+  the constant-to-Bayes gap it closes.
 Baselines on the same train/valid rows: LightGBM with library defaults (raw integers, categorical
 values as pandas categories) and scikit-learn logistic regression (defaults) on the one-hot
 03_hash ids. Every row of the table is scored on the same validation rows: logloss with its
@@ -62,13 +63,26 @@ def real_rows(out: Path) -> Path | None:
     return out
 
 
-def synthetic_rows(out: Path, train_rows: int) -> Path:
+def synthetic_rows(out: Path, name: str) -> Path:
+    """The generator's rows for set `name`: synthetic_<train rows>[_seed<seed>] (the generator's
+    default seed without a suffix; another seed plants another model)."""
+    size, _, seed = name.removeprefix("synthetic_").partition("_seed")
     if not (out / "train.txt").exists():
         subprocess.run([sys.executable, "-m", "preprocessing.synthetic", "--out", str(out),
-                        "--train-rows", str(train_rows),
-                        "--test-rows", str(max(1000, train_rows // 7))],
-                       cwd=REPO_ROOT, check=True)
+                        "--train-rows", size, "--test-rows", str(max(1000, int(size) // 7)),
+                        *(["--seed", seed] if seed else [])], cwd=REPO_ROOT, check=True)
     return out
+
+
+def set_data(name: str, out: Path) -> Path | None:
+    """The raw rows of set `name` under `out` (written on first use); None when they are
+    absent (the real rows without ../shared)."""
+    data = out / f"data_{name}"
+    if name == "real":
+        return real_rows(data)
+    if name.startswith("synthetic_"):
+        return synthetic_rows(data, name)
+    raise ValueError(f"unknown set {name!r}: real or synthetic_<train rows>[_seed<seed>]")
 
 
 def run_pipeline(data: Path, tag: str, artifacts: Path, models: list[str] | None,
@@ -81,6 +95,17 @@ def run_pipeline(data: Path, tag: str, artifacts: Path, models: list[str] | None
     started = time.time()
     subprocess.run(command, cwd=REPO_ROOT, env=environment, check=True)
     return time.time() - started
+
+
+def hashed_set(name: str, out: Path) -> Path | None:
+    """The 03_hash folder of set `name`, built by stages 00-03 under `out`; None when its data is
+    absent."""
+    data = set_data(name, out)
+    if data is None:
+        return None
+    tag = f"quality_{name}"
+    run_pipeline(data, tag, out / "artifacts", None, stages="00,01,02,03")
+    return out / "artifacts" / tag / "03_hash"
 
 
 def lightgbm_defaults(raw_train: Path, train_rows: int, valid_rows: int):
@@ -155,7 +180,7 @@ def score_set(name: str, tree: Path, data: Path) -> pd.DataFrame:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", default=",".join(DEFAULT_SETS),
-                        help="real, synthetic_<train rows> (comma-separated)")
+                        help="real, synthetic_<train rows>[_seed<seed>] (comma-separated)")
     parser.add_argument("--models", help="model ids (default: the pipeline config's list)")
     parser.add_argument("--out", type=Path, default=Path("/tmp/criteo-pnn-quality"))
     parser.add_argument("--csv", type=Path, help="also write the table as CSV")
@@ -163,15 +188,10 @@ def main(argv=None) -> None:
     models = args.models.split(",") if args.models else None
     tables = []
     for name in args.sets.split(","):
-        data = args.out / f"data_{name}"
-        if name == "real":
-            if real_rows(data) is None:
-                print(f"[real] skipped: {SHARED_CRITEO} is not present", flush=True)
-                continue
-        elif name.startswith("synthetic_"):
-            synthetic_rows(data, int(name.split("_", 1)[1]))
-        else:
-            parser.error(f"unknown set {name!r}")
+        data = set_data(name, args.out)
+        if data is None:
+            print(f"[real] skipped: {SHARED_CRITEO} is not present", flush=True)
+            continue
         seconds = run_pipeline(data, f"quality_{name}", args.out / "artifacts", models)
         print(f"[{name}] pipeline in {seconds:.0f}s", flush=True)
         tables.append(score_set(name, args.out / "artifacts" / f"quality_{name}", data))

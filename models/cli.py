@@ -11,17 +11,20 @@ from preprocessing.field_spec import FieldSpec
 from pipeline import settings
 from pipeline.paths import stage_dir
 
-# IPNN on the synthetic generator: small ahead of paper by 0.004 at 342,857 training rows,
-# behind by 0.005 at 600,000 and by 0.010 at 1,028,571 (bench/README.md, size bands)
-SMALL_TRAIN_ROWS = 500_000
+# The preset `auto` gives real data: the first band whose bound its training rows are under.
+# small: chosen on 8,571 real rows; medium: from tuning studies at 171,429 synthetic rows; paper:
+# ahead of small from 600,000 rows on (bench/README.md, size bands)
+SIZE_BANDS = (("small", 50_000), ("medium", 500_000), ("paper", None))
+PRESETS = ("demo", *(preset for preset, _ in SIZE_BANDS))  # every model YAML has each
 
 
 def preset_for(tag: str, preset: str = "auto") -> str:
-    """auto: demo on the synthetic dataset (or before stage 03 exists); on real data, small when
-    the training split has fewer than SMALL_TRAIN_ROWS rows (field_spec.json), paper otherwise.
+    """auto: demo on the synthetic dataset (or before stage 03 exists); on real data, the
+    `SIZE_BANDS` preset of the training split's row count (field_spec.json).
 
     The paper's settings (k = 20, 700 x 5 MLPs) are sized for 39M training rows; on a sample
-    they overfit within the first epoch, so `small` trades capacity for regularisation.
+    they overfit within the first epoch, so `small` and `medium` trade capacity for
+    regularisation.
     """
     if preset != "auto":
         return preset
@@ -31,7 +34,8 @@ def preset_for(tag: str, preset: str = "auto") -> str:
         return "demo"
     if spec.extra.get("source") in (None, "synthetic"):
         return "demo"
-    return "small" if spec.rows["train"] < SMALL_TRAIN_ROWS else "paper"
+    return next(band for band, bound in SIZE_BANDS
+                if bound is None or spec.rows["train"] < bound)
 
 
 def learner_main(module_doc: str, learner, argv=None, prog: str | None = None,
@@ -45,8 +49,8 @@ def learner_main(module_doc: str, learner, argv=None, prog: str | None = None,
     parser.add_argument("--config", type=Path, help="model YAML (default configs/models/ID.yaml)")
     parser.add_argument("--preset", default=preset_default,
                         help="a `presets:` entry of the YAML (paper: the paper's Criteo settings; "
-                        "small: real samples under 500k training rows; demo: the synthetic demo), "
-                        "or auto: the choice of models.cli.preset_for")
+                        "small, medium: real samples under 50k and 500k training rows; demo: the "
+                        "synthetic demo), or auto: the choice of models.cli.preset_for")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one key, e.g. --set train.epochs=2")
     parser.add_argument("--force", action="store_true", help="retrain even if up to date")

@@ -71,7 +71,7 @@ def make_stages(tag: str, config: settings.PipelineConfig) -> list[Stage]:
 def main(argv=None) -> None:
     parser = settings.stage_parser(__doc__.splitlines()[0])
     parser.add_argument("--model", help="train only this model id")
-    parser.add_argument("--preset", default="auto", help="auto, paper, small or demo")
+    parser.add_argument("--preset", default="auto", help="auto, paper, medium, small or demo")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the last checkpoint (Keras models keep them)")
     parser.add_argument("--tune", default="", metavar="ID[,ID]",

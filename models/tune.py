@@ -64,7 +64,8 @@ COMPLETE = optuna.trial.TrialState.COMPLETE
 
 def load_space(model_id: str, preset: str, path: Path | None = None) -> dict[str, dict]:
     """{dotted config key: entry} of `configs/models/search/<id>.yaml`: its `space:`, then the
-    entries of `presets.<preset>` (an entry replaces the key's whole entry; null removes it).
+    entries of `presets.<preset>` over those of the preset its `base:` names (an entry replaces
+    the key's whole entry; null removes it).
 
     An entry is `{choices: [...]}`, `{int: [low, high]}` or `{float: [low, high]}` (both with
     optional `log: true`, int with `step`), or `{width: ENTRY, depth: ENTRY}` for a list of
@@ -78,11 +79,12 @@ def load_space(model_id: str, preset: str, path: Path | None = None) -> dict[str
     unknown = sorted(set(data) - {"space", "presets"})
     if unknown:
         raise errors.InputError(f"{path}: unknown key(s) {unknown}; known: ['presets', 'space']")
-    presets = data.get("presets") or {}
-    if preset not in presets:
-        raise errors.InputError(f"{path}: no preset {preset!r} under presets: "
-                                f"(has {sorted(presets)})")
-    merged = {**(data.get("space") or {}), **(presets[preset] or {})}
+    try:  # a preset's entry replaces the key's whole entry
+        overlay = config_lib.preset_overlay(data.get("presets") or {}, preset, path,
+                                            lambda base, more: {**base, **more})
+    except ValueError as error:
+        raise errors.InputError(str(error)) from None
+    merged = {**(data.get("space") or {}), **overlay}
     space = {key: entry for key, entry in merged.items() if entry is not None}
     if not space:
         raise errors.InputError(f"{path}: the space of preset {preset!r} is empty")

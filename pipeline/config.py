@@ -59,14 +59,31 @@ def load_with_preset(cls, path: Path, preset: str, overrides=(), where: str = ""
     data = load_yaml(path)
     for key in skip:
         data.pop(key, None)
-    presets = data.pop("presets", {}) or {}
-    if preset not in presets:
-        raise ValueError(f"{path}: no preset {preset!r} under presets: (has {sorted(presets)})")
-    data = merge(data, presets[preset] or {})
+    data = merge(data, preset_overlay(data.pop("presets", {}) or {}, preset, path))
     for override in overrides:
         data = merge(data, parse_override(override))
     data["preset"] = preset
     return build(cls, data, where)
+
+
+def preset_overlay(presets: dict, preset: str, path, combine=merge) -> dict:
+    """`presets.<preset>` over the preset its `base:` names, and so on down the chain, each
+    laid over the next with `combine` (a preset such as `medium: {base: small, model: {...}}`
+    states only what differs)."""
+    chain = []
+    while preset is not None:
+        if preset not in presets:
+            raise ValueError(f"{path}: no preset {preset!r} under presets: (has "
+                             f"{sorted(presets)})")
+        if preset in chain:
+            raise ValueError(f"{path}: presets {' -> '.join([*chain, preset])}: a base cycle")
+        chain.append(preset)
+        preset = (presets[preset] or {}).get("base")
+    overlay: dict = {}
+    for name in reversed(chain):
+        overlay = combine(overlay, {key: value for key, value in (presets[name] or {}).items()
+                                    if key != "base"})
+    return overlay
 
 
 def build(cls, data: dict, where: str = ""):

@@ -1,6 +1,7 @@
 """Atomic publishing, skip/rebuild logic and strict configuration."""
 
 import dataclasses
+import functools
 import os
 import signal
 import subprocess
@@ -127,6 +128,34 @@ def test_overrides_parse_as_yaml_and_lists_become_tuples():
     built = config_lib.build(Example, data)
     assert built == Example(rate=1.0, units=(700, 700))
     assert config_lib.build(Example, config_lib.parse_override("rate=1e-3")).rate == 0.001
+
+
+def test_a_preset_lays_itself_over_the_preset_its_base_names(tmp_path):
+    @dataclasses.dataclass(frozen=True)
+    class Model:
+        k: int = 20
+        units: tuple[int, ...] = (700,)
+        l2: float = 0.0
+
+    @dataclasses.dataclass(frozen=True)
+    class Config:
+        model: Model = Model()
+        preset: str = "paper"
+
+    path = tmp_path / "m.yaml"
+    path.write_text("model: {k: 20}\npresets:\n  paper: {}\n"
+                    "  small: {model: {k: 4, units: [32], l2: 1.0e-3}}\n"
+                    "  medium: {base: small, model: {k: 8}}\n"
+                    "  large: {base: medium, model: {l2: 0.0}}\n"
+                    "  loop: {base: loop2}\n  loop2: {base: loop}\n  lost: {base: nowhere}\n")
+    load = functools.partial(config_lib.load_with_preset, Config, path)
+    assert load("medium").model == Model(k=8, units=(32,), l2=1e-3)
+    assert load("large").model == Model(k=8, units=(32,), l2=0.0)
+    assert load("medium", ["model.units=[64]"]) == Config(Model(8, (64,), 1e-3), "medium")
+    with pytest.raises(ValueError, match="presets loop -> loop2 -> loop: a base cycle"):
+        load("loop")
+    with pytest.raises(ValueError, match=r"no preset 'nowhere' under presets: \(has \['large'"):
+        load("lost")
 
 
 def test_run_sh_list_reports_every_stage(artifacts):

@@ -412,17 +412,19 @@ def test_resume_after_kill_keeps_the_decayed_learning_rate(capsys):
 
 @pytest.mark.parametrize("rows, source, asked, chosen", [
     (8_571, "real", "auto", "small"),       # the 10,000-row head of train.txt
-    (499_999, "real", "auto", "small"),
-    (500_000, "real", "auto", "paper"),     # SMALL_TRAIN_ROWS and above
+    (49_999, "real", "auto", "small"),
+    (50_000, "real", "auto", "medium"),
+    (171_429, "real", "auto", "medium"),
+    (499_999, "real", "auto", "medium"),
+    (500_000, "real", "auto", "paper"),
     (39_291_958, "real", "auto", "paper"),  # full Criteo
     (8_571, "real", "paper", "paper"),      # an explicit preset wins
     (39_291_958, "real", "demo", "demo"),
     (170_000, "synthetic", "auto", "demo"),
 ])
 def test_the_auto_preset_follows_the_training_row_count(rows, source, asked, chosen):
-    from models.cli import SMALL_TRAIN_ROWS, preset_for
+    from models.cli import preset_for
 
-    assert SMALL_TRAIN_ROWS == 500_000
     assert preset_for("unbuilt", asked) == ("demo" if asked == "auto" else asked)
     directory = stage_dir("sized", "03_hash")
     directory.mkdir(parents=True)

@@ -22,6 +22,7 @@ import yaml
 from ensembles import report
 from models import train, tune
 from models import stage as model_stage
+from models.cli import PRESETS
 from models.runner_config import RunnerConfig, TrainConfig, config_path
 from pipeline import settings
 from pipeline.manifest import Stage, read_manifest
@@ -257,7 +258,7 @@ def test_the_trials_table_and_plot_show_a_pruned_trials_last_report(tmp_path):
 def test_every_search_space_holds_its_configs_own_values():
     for path in sorted(tune.SEARCH_DIR.glob("*.yaml")):
         learner, _ = model_stage._load(path.stem, "paper")
-        for preset in ("paper", "demo", "small"):
+        for preset in PRESETS:
             config = learner.load_config(config_path(path.stem), preset)
             space = tune.load_space(path.stem, preset)
             params = tune.default_params(space, config)
@@ -269,7 +270,7 @@ def test_every_model_id_has_a_search_space_for_every_preset():
     spaces = sorted(path.stem for path in tune.SEARCH_DIR.glob("*.yaml"))
     assert model_ids == spaces
     for model_id in model_ids:
-        for preset in ("paper", "demo", "small"):
+        for preset in PRESETS:
             assert tune.load_space(model_id, preset), (model_id, preset)
 
 
