@@ -19,12 +19,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality  # noqa: E402  (bench/quality.py: the sets)
 
-from ensembles import metrics  # noqa: E402
 from experiments import common  # noqa: E402
 
 
@@ -42,19 +40,9 @@ def compare(name: str, hashed: Path, models: list[str], factor: float, fraction:
             runs = {"fixed": workspace.train(tag, f"{model_id}__fixed", model_id,
                                              config=fixed_config),
                     "decay": workspace.train(tag, f"{model_id}__decay", model_id, decay)}
-            losses = {kind: metrics.row_logloss(labels, np.load(run.directory /
-                                                                "valid.pred.npy"))
-                      for kind, run in runs.items()}
-            difference = losses["decay"] - losses["fixed"]
-            rows.append({
-                "set": name, "model": model_id, "preset": fixed_config.preset,
-                "fixed": losses["fixed"].mean(), "decay": losses["decay"].mean(),
-                "decay - fixed": difference.mean(),
-                "se": difference.std(ddof=1) / np.sqrt(len(difference)),
-                **{f"epochs {kind}": f"{run.metrics['epochs']:.2f} "
-                                     f"({run.metrics['best_epoch']:.2f})"
-                   for kind, run in runs.items()},
-                "decays": runs["decay"].metrics.get("learning_rate_decays", 0)})
+            rows.append({"set": name, "model": model_id, "preset": fixed_config.preset,
+                         **quality.paired(labels, runs),
+                         "decays": runs["decay"].metrics.get("learning_rate_decays", 0)})
     return rows
 
 
@@ -69,16 +57,10 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/criteo-pnn-quality"))
     args = parser.parse_args(argv)
     table = []
-    for name in args.sets.split(","):
-        hashed = quality.hashed_set(name, args.out)
-        if hashed is None:
-            print(f"[{name}] skipped: {quality.SHARED_CRITEO} is not present", flush=True)
-            continue
+    for name, hashed in quality.hashed_sets(args.sets, args.out):
         table += compare(name, hashed, args.models.split(","), args.factor, args.fraction,
                          args.out)
-    with pd.option_context("display.width", 200, "display.max_columns", 20,
-                           "display.float_format", "{:.4f}".format):
-        print(pd.DataFrame(table).to_string(index=False))
+    quality.print_table(table)
 
 
 if __name__ == "__main__":

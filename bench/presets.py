@@ -17,37 +17,24 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality  # noqa: E402  (bench/quality.py: the sets)
 
-from ensembles import metrics  # noqa: E402
 from experiments import common  # noqa: E402
 
 
 def compare(name: str, hashed: Path, models: list[str], presets: list[str],
             out: Path) -> list[dict]:
     labels = np.load(hashed / "valid.labels.npy")
-    first, second = presets
     rows = []
     with common.Workspace(out / f"presets_{name}") as workspace:
         tag = workspace.link_data(hashed)
         for model_id in models:
             runs = {preset: workspace.train(tag, f"{model_id}__{preset}", model_id,
                                             preset=preset) for preset in presets}
-            losses = {preset: metrics.row_logloss(labels, np.load(run.directory /
-                                                                  "valid.pred.npy"))
-                      for preset, run in runs.items()}
-            difference = losses[second] - losses[first]
-            rows.append({
-                "set": name, "valid rows": len(labels), "model": model_id,
-                **{preset: losses[preset].mean() for preset in presets},
-                f"{second} - {first}": difference.mean(),
-                "se": difference.std(ddof=1) / np.sqrt(len(difference)),
-                **{f"epochs {preset}": f"{run.metrics['epochs']:.2f} "
-                                       f"({run.metrics['best_epoch']:.2f})"
-                   for preset, run in runs.items()}})
+            rows.append({"set": name, "valid rows": len(labels), "model": model_id,
+                         **quality.paired(labels, runs)})
     return rows
 
 
@@ -63,15 +50,9 @@ def main(argv=None) -> None:
     if len(presets) != 2:
         parser.error("--presets takes two presets, e.g. small,medium")
     table = []
-    for name in args.sets.split(","):
-        hashed = quality.hashed_set(name, args.out)
-        if hashed is None:
-            print(f"[{name}] skipped: {quality.SHARED_CRITEO} is not present", flush=True)
-            continue
+    for name, hashed in quality.hashed_sets(args.sets, args.out):
         table += compare(name, hashed, args.models.split(","), presets, args.out)
-    with pd.option_context("display.width", 200, "display.max_columns", 20,
-                           "display.float_format", "{:.4f}".format):
-        print(pd.DataFrame(table).to_string(index=False))
+    quality.print_table(table)
 
 
 if __name__ == "__main__":

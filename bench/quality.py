@@ -108,6 +108,38 @@ def hashed_set(name: str, out: Path) -> Path | None:
     return out / "artifacts" / tag / "03_hash"
 
 
+def hashed_sets(names: str, out: Path):
+    """(name, 03_hash folder) of each comma-separated set built, skipping an absent one."""
+    for name in names.split(","):
+        hashed = hashed_set(name, out)
+        if hashed is None:
+            print(f"[{name}] skipped: {SHARED_CRITEO} is not present", flush=True)
+        else:
+            yield name, hashed
+
+
+def paired(labels: np.ndarray, runs: dict) -> dict:
+    """Two trained runs ({name: experiments.common.TrainedRun}, first then second): their
+    validation loglosses, the paired difference (second - first) with its standard error over
+    the rows, and each run's epochs (best)."""
+    losses = {name: metrics.row_logloss(labels, np.load(run.directory / "valid.pred.npy"))
+              for name, run in runs.items()}
+    (first, first_losses), (second, second_losses) = losses.items()
+    difference = second_losses - first_losses
+    return {**{name: values.mean() for name, values in losses.items()},
+            f"{second} - {first}": difference.mean(),
+            "se": difference.std(ddof=1) / np.sqrt(len(difference)),
+            **{f"epochs {name}": f"{run.metrics['epochs']:.2f} ({run.metrics['best_epoch']:.2f})"
+               for name, run in runs.items()}}
+
+
+def print_table(rows) -> None:
+    """A table (rows as dicts, or a DataFrame) on stdout, floats to four places."""
+    with pd.option_context("display.width", 200, "display.max_columns", 20,
+                           "display.float_format", "{:.4f}".format):
+        print(pd.DataFrame(rows).to_string(index=False))
+
+
 def lightgbm_defaults(raw_train: Path, train_rows: int, valid_rows: int):
     import lightgbm as lgb
     names = [schema.LABEL_NAME, *schema.FIELD_NAMES]
@@ -198,9 +230,7 @@ def main(argv=None) -> None:
     if not tables:
         return
     table = pd.concat(tables, ignore_index=True)
-    with pd.option_context("display.width", 200, "display.max_columns", 20,
-                           "display.float_format", "{:.4f}".format):
-        print(table.to_string(index=False))
+    print_table(table)
     if args.csv:
         table.to_csv(args.csv, index=False)
 
