@@ -415,8 +415,8 @@ def test_resume_after_kill_keeps_the_decayed_learning_rate(capsys):
     (49_999, "real", "auto", "small"),
     (50_000, "real", "auto", "medium"),
     (171_429, "real", "auto", "medium"),
-    (499_999, "real", "auto", "medium"),
-    (500_000, "real", "auto", "paper"),
+    (999_999, "real", "auto", "medium"),
+    (1_000_000, "real", "auto", "paper"),
     (39_291_958, "real", "auto", "paper"),  # full Criteo
     (8_571, "real", "paper", "paper"),      # an explicit preset wins
     (39_291_958, "real", "demo", "demo"),
