@@ -97,25 +97,23 @@ def run_pipeline(data: Path, tag: str, artifacts: Path, models: list[str] | None
     return time.time() - started
 
 
-def hashed_set(name: str, out: Path) -> Path | None:
-    """The 03_hash folder of set `name`, built by stages 00-03 under `out`; None when its data is
-    absent."""
-    data = set_data(name, out)
-    if data is None:
-        return None
-    tag = f"quality_{name}"
-    run_pipeline(data, tag, out / "artifacts", None, stages="00,01,02,03")
-    return out / "artifacts" / tag / "03_hash"
+def present_sets(names: str, out: Path):
+    """(name, raw rows folder) of each comma-separated set, skipping (with a line) one whose
+    data is absent."""
+    for name in names.split(","):
+        data = set_data(name, out)
+        if data is None:
+            print(f"[{name}] skipped: {SHARED_CRITEO} is not present", flush=True)
+        else:
+            yield name, data
 
 
 def hashed_sets(names: str, out: Path):
-    """(name, 03_hash folder) of each comma-separated set built, skipping an absent one."""
-    for name in names.split(","):
-        hashed = hashed_set(name, out)
-        if hashed is None:
-            print(f"[{name}] skipped: {SHARED_CRITEO} is not present", flush=True)
-        else:
-            yield name, hashed
+    """(name, 03_hash folder) of each present set, built by stages 00-03 under `out`."""
+    for name, data in present_sets(names, out):
+        tag = f"quality_{name}"
+        run_pipeline(data, tag, out / "artifacts", None, stages="00,01,02,03")
+        yield name, out / "artifacts" / tag / "03_hash"
 
 
 def paired(labels: np.ndarray, runs: dict) -> dict:
@@ -219,11 +217,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     models = args.models.split(",") if args.models else None
     tables = []
-    for name in args.sets.split(","):
-        data = set_data(name, args.out)
-        if data is None:
-            print(f"[real] skipped: {SHARED_CRITEO} is not present", flush=True)
-            continue
+    for name, data in present_sets(args.sets, args.out):
         seconds = run_pipeline(data, f"quality_{name}", args.out / "artifacts", models)
         print(f"[{name}] pipeline in {seconds:.0f}s", flush=True)
         tables.append(score_set(name, args.out / "artifacts" / f"quality_{name}", data))

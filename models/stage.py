@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 
 from models import learner, tune
-from models.cli import preset_for
+from models.cli import PRESETS, preset_for
 from models.runner_config import config_path
 from pipeline import errors, settings
 from pipeline.manifest import Stage
@@ -71,7 +71,7 @@ def make_stages(tag: str, config: settings.PipelineConfig) -> list[Stage]:
 def main(argv=None) -> None:
     parser = settings.stage_parser(__doc__.splitlines()[0])
     parser.add_argument("--model", help="train only this model id")
-    parser.add_argument("--preset", default="auto", help="auto, paper, medium, small or demo")
+    parser.add_argument("--preset", default="auto", help=f"auto or one of {', '.join(PRESETS)}")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the last checkpoint (Keras models keep them)")
     parser.add_argument("--tune", default="", metavar="ID[,ID]",
