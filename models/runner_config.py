@@ -3,7 +3,7 @@
 A model file has three sections:
   model:    `arch` (a `models.registry` name) plus that constructor's keywords;
   train:    the `TrainConfig` keys below;
-  presets:  named overlays (`paper`, `demo`) merged over model/train by `--preset`.
+  presets:  named overlays (`models.cli.PRESETS`) merged over model/train by `--preset`.
 Load order: the YAML file, then the chosen preset, then each `--set key=value`.
 `configs/models/README.md` documents every key.
 """
